@@ -1,0 +1,164 @@
+"""``record_event``: the one way anything in the portal writes an audit event."""
+
+import uuid
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.chain import ChainBreak, chain_name_for, link_hash, verify_links
+from audit.models import AuditEvent, ChainHead
+
+EVENT_VERSION = "1.09"
+PORTAL_EVENT_SOURCE = "byok.portal.vendor.example"
+PORTAL_USER_AGENT = "byok-portal"
+
+
+def user_identity_for(user=None, *, kind: str | None = None, system: str | None = None) -> dict:
+    """A CloudTrail ``userIdentity`` for a portal user, or for one of the vendor's own systems."""
+    if user is not None and getattr(user, "is_authenticated", False):
+        staff = user.is_staff or user.is_superuser
+        return {
+            "type": kind or ("VendorStaff" if staff else "PortalUser"),
+            "principalId": f"user:{user.pk}",
+            "userName": user.email,
+        }
+    if system:
+        return {"type": "AWSService", "invokedBy": system}
+    return {"type": kind or "Unknown"}
+
+
+def principal_of(identity: dict) -> str:
+    return (
+        identity.get("userName")
+        or identity.get("arn")
+        or identity.get("invokedBy")
+        or identity.get("principalId")
+        or ""
+    )
+
+
+def record_event(
+    *,
+    event_name: str,
+    org=None,
+    kind: str = AuditEvent.Kind.PORTAL,
+    actor=None,
+    user_identity: dict | None = None,
+    event_source: str = PORTAL_EVENT_SOURCE,
+    aws_region: str = "",
+    request_parameters: dict | None = None,
+    response_elements: dict | None = None,
+    resources: Iterable[dict] = (),
+    error_code: str = "",
+    error_message: str = "",
+    read_only: bool = False,
+    event_type: str = "AwsApiCall",
+    event_category: str = "Management",
+    source_ip: str = "",
+    user_agent: str = PORTAL_USER_AGENT,
+    request_id: str = "",
+    recipient_account_id: str = "",
+    event_time=None,
+    event_id: str | None = None,
+    record: dict | None = None,
+) -> AuditEvent:
+    """Append one event to its organization's chain, inside the caller's transaction.
+
+    Callers describe what happened; never pass plaintext, ciphertext or key bytes. An already
+    complete CloudTrail ``record`` (ingestion) may be passed instead of the parts.
+    """
+    if record is None:
+        identity = user_identity or user_identity_for(actor)
+        resources = list(resources)
+        event_time = event_time or timezone.now()
+        record = {
+            "eventVersion": EVENT_VERSION,
+            "userIdentity": identity,
+            "eventTime": event_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "eventSource": event_source,
+            "eventName": event_name,
+            "awsRegion": aws_region or "global",
+            "sourceIPAddress": source_ip or PORTAL_EVENT_SOURCE,
+            "userAgent": user_agent,
+            "requestParameters": request_parameters,
+            "responseElements": response_elements,
+            "requestID": request_id or str(uuid.uuid4()),
+            "eventID": event_id or str(uuid.uuid4()),
+            "readOnly": read_only,
+            "resources": resources,
+            "eventType": event_type,
+            "managementEvent": event_category == "Management",
+            "recipientAccountId": recipient_account_id,
+            "eventCategory": event_category,
+        }
+        if error_code:
+            record["errorCode"] = error_code
+            record["errorMessage"] = error_message
+    else:
+        event_time = event_time or parse_event_time(record.get("eventTime"))
+    identity = record.get("userIdentity") or {}
+    key_arn = next(
+        (
+            r.get("ARN", "")
+            for r in record.get("resources") or []
+            if r.get("type") == "AWS::KMS::Key"
+        ),
+        "",
+    )
+    chain = chain_name_for(org.pk if org is not None else None)
+    with transaction.atomic():
+        head, _ = ChainHead.objects.select_for_update().get_or_create(chain=chain)
+        # get_or_create may have inserted without the lock on a brand-new chain; lock it now.
+        head = ChainHead.objects.select_for_update().get(pk=head.pk)
+        sequence = head.sequence + 1
+        digest = link_hash(chain=chain, sequence=sequence, prev_hash=head.head_hash, record=record)
+        event = AuditEvent.objects.create(
+            organization=org,
+            chain=chain,
+            sequence=sequence,
+            prev_hash=head.head_hash,
+            hash=digest,
+            kind=kind,
+            event_id=record["eventID"],
+            event_time=event_time,
+            event_source=record.get("eventSource", "")[:100],
+            event_name=record.get("eventName", "")[:100],
+            principal=principal_of(identity)[:300],
+            key_arn=key_arn[:300],
+            aws_region=(record.get("awsRegion") or "")[:30],
+            error_code=(record.get("errorCode") or "")[:100],
+            request_id=(record.get("requestID") or "")[:100],
+            record=record,
+        )
+        ChainHead.objects.filter(pk=head.pk).update(sequence=sequence, head_hash=digest)
+    return event
+
+
+def parse_event_time(value: str | None):
+    from datetime import datetime
+
+    if not value:
+        return timezone.now()
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def verify_chain(chain: str) -> ChainBreak | None:
+    """Re-hash every link of one chain; return the first break, or None when it is intact."""
+    head = ChainHead.objects.filter(chain=chain).first()
+    if head is None:
+        return None
+    links = (
+        AuditEvent.objects.filter(chain=chain)
+        .order_by("sequence")
+        .values_list("sequence", "prev_hash", "hash", "event_id", "record")
+        .iterator(chunk_size=2000)
+    )
+    return verify_links(chain, links, head_sequence=head.sequence, head_hash=head.head_hash)
+
+
+def verify_all_chains(org_id: int | None = None) -> list[ChainBreak]:
+    chains = ChainHead.objects.order_by("chain").values_list("chain", flat=True)
+    if org_id is not None:
+        chains = chains.filter(chain=chain_name_for(org_id))
+    return [brk for brk in (verify_chain(c) for c in chains) if brk is not None]

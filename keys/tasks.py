@@ -1,0 +1,7 @@
+from celery import shared_task
+
+
+@shared_task(acks_late=True)
+def run_health_monitor() -> int:
+    """Checks every active connection's keys. Filled in by the health-monitor work (issue 4)."""
+    return 0

@@ -1,0 +1,60 @@
+"""The vendor staff groups and their exact permissions.
+
+Data migrations call ``sync_staff_groups`` whenever a model or permission is added, so a new
+deployment and an upgraded one end with the same groups. Nothing here grants change or delete
+on audited objects: state changes go through services, which audit them.
+"""
+
+ACCOUNT_REPS = "Account representatives"
+SUPPORT_STAFF = "Support staff"
+
+_LOOKUP = [
+    "orgs.view_organization",
+    "orgs.view_membership",
+    "orgs.view_site",
+    "orgs.view_appinstance",
+    "keys.view_byokconnection",
+    "keys.view_regionalkey",
+    "keys.view_setuprequest",
+    "keys.view_requestevent",
+    "keys.view_preflightrun",
+    "audit.view_auditevent",
+]
+
+STAFF_GROUP_PERMISSIONS: dict[str, list[str]] = {
+    ACCOUNT_REPS: [
+        *_LOOKUP,
+        "keys.process_setuprequest",
+        "keys.run_preflight",
+        "keys.add_requestevent",  # internal notes on a request
+    ],
+    SUPPORT_STAFF: [
+        *_LOOKUP,
+        "orgs.view_user",
+        "keys.run_health_check",
+        "keys.run_preflight",
+        "keys.resend_notification",
+    ],
+}
+
+
+def sync_staff_groups(apps, schema_editor=None) -> None:
+    """Create the groups and set their permissions to exactly the lists above."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True  # let create_permissions run inside a migration
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for group_name, codes in STAFF_GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=group_name)
+        perms = []
+        for code in codes:
+            app_label, codename = code.split(".")
+            perms.append(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(perms)

@@ -209,3 +209,4 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+AWS_STS_REGION = env.str("AWS_STS_REGION", default="us-east-1")

@@ -204,3 +204,93 @@ class PreflightRun(models.Model):
 
     def __str__(self) -> str:
         return f"Preflight #{self.pk} of request #{self.request_id}: {self.status}"
+
+
+class DataKey(models.Model):
+    """A data key (DEK) of one BYOK app instance. Only its KMS-wrapped forms are stored."""
+
+    app_instance = models.ForeignKey(
+        "orgs.AppInstance", on_delete=models.PROTECT, related_name="data_keys"
+    )
+    encryption_context = models.JSONField(help_text="KMS encryption context: org, site, app.")
+    is_current = models.BooleanField(
+        default=True, help_text="New records of the app are written under the current key."
+    )
+    destroyed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Wrapped forms erased: data under it is unrecoverable."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app_instance"],
+                condition=models.Q(is_current=True),
+                name="datakey_one_current_per_app",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Data key #{self.pk} of {self.app_instance_id}"
+
+
+class DataKeyWrapping(models.Model):
+    """A DEK wrapped (encrypted) under one regional KMS key."""
+
+    data_key = models.ForeignKey(DataKey, on_delete=models.CASCADE, related_name="wrappings")
+    regional_key = models.ForeignKey(RegionalKey, on_delete=models.PROTECT, related_name="+")
+    region = models.CharField(max_length=30)
+    blob = models.BinaryField(help_text="KMS ciphertext of the DEK. Useless without the KMS key.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["data_key", "region"]
+
+    def __str__(self) -> str:
+        return f"DEK #{self.data_key_id} under {self.region}"
+
+
+class AppRecord(models.Model):
+    """One piece of app data (issue, comment, page …), stored only as AES-256-GCM ciphertext."""
+
+    class Kind(models.TextChoices):
+        ISSUE = "issue", "Issue"
+        COMMENT = "comment", "Comment"
+        ATTACHMENT = "attachment", "Attachment"
+        PAGE = "page", "Page"
+        BLOG = "blog", "Blog post"
+        WHITEBOARD = "whiteboard", "Whiteboard"
+        ASSET = "asset", "Asset"
+
+    app_instance = models.ForeignKey(
+        "orgs.AppInstance", on_delete=models.PROTECT, related_name="records"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    data_key = models.ForeignKey(DataKey, on_delete=models.PROTECT, related_name="records")
+    ciphertext = models.BinaryField()
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["app_instance", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class AppDataHealth(models.Model):
+    """Per app instance: when data was last read successfully, and the last refusal."""
+
+    app_instance = models.OneToOneField(
+        "orgs.AppInstance", on_delete=models.CASCADE, related_name="data_health"
+    )
+    last_read_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_failure = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"Data health of {self.app_instance_id}"

@@ -18,6 +18,8 @@ _LOOKUP = [
     "keys.view_setuprequest",
     "keys.view_requestevent",
     "keys.view_preflightrun",
+    "keys.view_datakey",
+    "keys.view_appdatahealth",
     "audit.view_auditevent",
 ]
 
@@ -39,7 +41,11 @@ STAFF_GROUP_PERMISSIONS: dict[str, list[str]] = {
 
 
 def sync_staff_groups(apps, schema_editor=None) -> None:
-    """Create the groups and set their permissions to exactly the lists above."""
+    """Create the groups and set their permissions to exactly the lists above.
+
+    Permissions of models that do not exist yet at this point of the migration history are
+    skipped: the migration that adds the model calls this again.
+    """
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
@@ -54,7 +60,9 @@ def sync_staff_groups(apps, schema_editor=None) -> None:
         perms = []
         for code in codes:
             app_label, codename = code.split(".")
-            perms.append(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+            perm = Permission.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if perm is not None:
+                perms.append(perm)
         group.permissions.set(perms)

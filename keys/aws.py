@@ -1,0 +1,438 @@
+"""The only module that talks to AWS (boto3). Everything else calls these small functions.
+
+Every botocore error is turned into one named cause (``KeyDisabled``, ``AccessDenied``,
+``Throttled`` …) so callers branch on meaning, never on error strings. Retries, timeouts and
+the endpoint (moto locally) are configured here and nowhere else.
+
+Each call made with a customer's role can be reported to an ``on_call`` callback as a
+:class:`KmsCall` (operation, region, key, encryption context, error): that is how key-usage
+audit events are written without this module knowing about the audit app. Plaintext and
+ciphertext never appear in a ``KmsCall``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from django.conf import settings
+
+# --- Named causes -----------------------------------------------------------------------
+
+
+class AwsError(Exception):
+    """A failed AWS call, classified. ``cause`` is a stable machine name for the failure."""
+
+    cause = "aws-error"
+    transient = False
+
+    def __init__(self, message: str, *, region: str = "", code: str = "", operation: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.region = region
+        self.code = code
+        self.operation = operation
+
+
+class RoleUnavailable(AwsError):
+    """AssumeRole refused: the role is missing or its trust policy does not let us in."""
+
+    cause = "role-unavailable"
+
+
+class AccessDenied(AwsError):
+    cause = "access-denied"
+
+
+class KeyNotFound(AwsError):
+    cause = "key-not-found"
+
+
+class KeyDisabled(AwsError):
+    cause = "key-disabled"
+
+
+class KeyInvalidState(AwsError):
+    """Pending deletion, pending import, unavailable …"""
+
+    cause = "key-invalid-state"
+
+
+class InvalidCiphertext(AwsError):
+    """The wrapped key does not match this key or encryption context."""
+
+    cause = "invalid-ciphertext"
+
+
+class InvalidRequest(AwsError):
+    cause = "invalid-request"
+
+
+class Throttled(AwsError):
+    cause = "throttled"
+    transient = True
+
+
+class Unreachable(AwsError):
+    """Timeouts, connection failures and AWS-side 5xx errors."""
+
+    cause = "unreachable"
+    transient = True
+
+
+# Errors that mean "the customer has taken access away": these revoke at once.
+REVOKING_CAUSES = (AccessDenied, RoleUnavailable, KeyDisabled, KeyInvalidState, KeyNotFound)
+
+_CODE_TO_ERROR: dict[str, type[AwsError]] = {
+    "AccessDenied": AccessDenied,
+    "AccessDeniedException": AccessDenied,
+    "NotFoundException": KeyNotFound,
+    "DisabledException": KeyDisabled,
+    "KMSInvalidStateException": KeyInvalidState,
+    "InvalidCiphertextException": InvalidCiphertext,
+    "IncorrectKeyException": InvalidCiphertext,
+    "InvalidKeyUsageException": InvalidRequest,
+    "ValidationException": InvalidRequest,
+    "InvalidParameterValue": InvalidRequest,
+    "ThrottlingException": Throttled,
+    "Throttling": Throttled,
+    "RequestLimitExceeded": Throttled,
+    "LimitExceededException": Throttled,
+    "TooManyRequestsException": Throttled,
+    "KMSInternalException": Unreachable,
+    "DependencyTimeoutException": Unreachable,
+    "InternalFailure": Unreachable,
+    "ServiceUnavailable": Unreachable,
+}
+
+
+def classify(exc: Exception, *, region: str = "", operation: str = "") -> AwsError:
+    """Map a botocore exception to a named cause."""
+    if isinstance(exc, AwsError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        message = error.get("Message", "") or code
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if operation == "AssumeRole" and code in ("AccessDenied", "AccessDeniedException"):
+            return RoleUnavailable(message, region=region, code=code, operation=operation)
+        err_cls = _CODE_TO_ERROR.get(code)
+        if err_cls is None:
+            err_cls = Unreachable if status >= 500 else AwsError
+        return err_cls(message, region=region, code=code, operation=operation)
+    if isinstance(
+        exc,
+        (
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.HTTPClientError,
+        ),
+    ):
+        return Unreachable(
+            f"AWS did not answer in time ({type(exc).__name__}).",
+            region=region,
+            code=type(exc).__name__,
+            operation=operation,
+        )
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return AwsError("The vendor service has no AWS credentials configured.", region=region)
+    return AwsError(
+        f"Unexpected AWS failure ({type(exc).__name__}).", region=region, operation=operation
+    )
+
+
+# --- Clients ----------------------------------------------------------------------------
+
+#: botocore event hooks ``(event_name, handler)`` registered on every client this module
+#: creates. Tests use it to inject throttling, timeouts or AccessDenied at the botocore layer.
+EVENT_HOOKS: list[tuple[str, Callable]] = []
+
+
+def _client_config() -> botocore.config.Config:
+    return botocore.config.Config(
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT_S,
+        read_timeout=settings.AWS_READ_TIMEOUT_S,
+        retries={"max_attempts": settings.AWS_MAX_ATTEMPTS, "mode": "standard"},
+    )
+
+
+def _client(service: str, region: str, credentials: dict | None = None):
+    session = boto3.session.Session(**(credentials or {}))
+    client = session.client(
+        service,
+        region_name=region,
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        config=_client_config(),
+    )
+    for event_name, handler in EVENT_HOOKS:
+        client.meta.events.register(event_name, handler)
+    return client
+
+
+@dataclass(frozen=True)
+class KmsCall:
+    """What one call did, for the audit log: never plaintext, ciphertext or key bytes."""
+
+    operation: str
+    service: str
+    region: str
+    key_arn: str
+    encryption_context: dict
+    role_arn: str
+    account_id: str
+    request_id: str
+    error: AwsError | None = None
+    request_parameters: dict = field(default_factory=dict)
+    response_elements: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyDescription:
+    key_id: str
+    arn: str
+    region: str
+    enabled: bool
+    state: str
+    spec: str
+    usage: str
+    multi_region: bool
+
+    @property
+    def is_symmetric_encrypt_decrypt(self) -> bool:
+        return self.spec == "SYMMETRIC_DEFAULT" and self.usage == "ENCRYPT_DECRYPT"
+
+
+def _request_id(response: dict) -> str:
+    return response.get("ResponseMetadata", {}).get("RequestId", "") or str(uuid.uuid4())
+
+
+class CustomerSession:
+    """Calls made as the customer's role. Created by :func:`assume_customer_role`."""
+
+    def __init__(self, *, role_arn, account_id, credentials, expires_at, on_call=None):
+        self.role_arn = role_arn
+        self.account_id = account_id
+        self._credentials = credentials
+        self.expires_at = expires_at
+        self.on_call = on_call
+        self._clients: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _kms(self, region: str):
+        with self._lock:
+            client = self._clients.get(region)
+            if client is None:
+                client = self._clients[region] = _client("kms", region, self._credentials)
+            return client
+
+    def _call(self, region: str, operation: str, *, key: str, context: dict | None, **params):
+        method = getattr(self._kms(region), _snake(operation))
+        api_params = dict(params)
+        if key:
+            api_params["KeyId"] = key
+        if context is not None:
+            api_params["EncryptionContext"] = context
+        error = None
+        response: dict = {}
+        try:
+            response = method(**api_params)
+            return response
+        except Exception as exc:  # noqa: BLE001 — classified and re-raised below
+            error = classify(exc, region=region, operation=operation)
+            raise error from exc
+        finally:
+            self._report(operation, region, key, response, context, error, params)
+
+    def _report(self, operation, region, key, response, context, error, params):
+        if self.on_call is None:
+            return
+        key_arn = response.get("KeyId") or response.get("KeyMetadata", {}).get("Arn") or key
+        self.on_call(
+            KmsCall(
+                operation=operation,
+                service="kms.amazonaws.com",
+                region=region,
+                key_arn=key_arn or "",
+                encryption_context=dict(context or {}),
+                role_arn=self.role_arn,
+                account_id=self.account_id,
+                request_id=_request_id(response),
+                error=error,
+                request_parameters={
+                    k: v
+                    for k, v in params.items()
+                    if k in ("KeySpec", "AliasName", "NumberOfBytes")
+                },
+            )
+        )
+
+    # -- KMS operations, each one call --
+
+    def describe_key(self, region: str, key: str) -> KeyDescription:
+        meta = self._call(region, "DescribeKey", key=key, context=None)["KeyMetadata"]
+        return KeyDescription(
+            key_id=meta["KeyId"],
+            arn=meta["Arn"],
+            region=meta["Arn"].split(":")[3],
+            enabled=bool(meta.get("Enabled")),
+            state=meta.get("KeyState", ""),
+            spec=meta.get("KeySpec") or meta.get("CustomerMasterKeySpec", ""),
+            usage=meta.get("KeyUsage", ""),
+            multi_region=bool(meta.get("MultiRegion")),
+        )
+
+    def generate_data_key(self, region: str, key: str, context: dict) -> tuple[bytes, bytes, str]:
+        """A new 256-bit data key: (plaintext, wrapped blob, key ARN)."""
+        r = self._call(region, "GenerateDataKey", key=key, context=context, KeySpec="AES_256")
+        return r["Plaintext"], r["CiphertextBlob"], r["KeyId"]
+
+    def encrypt(self, region: str, key: str, plaintext: bytes, context: dict) -> bytes:
+        return self._call(region, "Encrypt", key=key, context=context, Plaintext=plaintext)[
+            "CiphertextBlob"
+        ]
+
+    def decrypt(self, region: str, key: str, blob: bytes, context: dict) -> bytes:
+        return self._call(region, "Decrypt", key=key, context=context, CiphertextBlob=blob)[
+            "Plaintext"
+        ]
+
+    def re_encrypt(
+        self, region: str, *, blob: bytes, source_key: str, dest_key: str, context: dict
+    ) -> bytes:
+        r = self._call(
+            region,
+            "ReEncrypt",
+            key="",
+            context=None,
+            CiphertextBlob=blob,
+            SourceKeyId=source_key,
+            DestinationKeyId=dest_key,
+            SourceEncryptionContext=context,
+            DestinationEncryptionContext=context,
+        )
+        return r["CiphertextBlob"]
+
+    def key_arn_for_alias(self, region: str, alias: str) -> str:
+        """The ARN of the key an alias points to (``DescribeKey`` accepts alias names)."""
+        return self.describe_key(region, alias).arn
+
+
+def _snake(operation: str) -> str:
+    out = []
+    for i, ch in enumerate(operation):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+# --- Assuming the customer's role ---------------------------------------------------------
+
+_SESSION_CACHE: dict[tuple[str, str], CustomerSession] = {}
+_SESSION_LOCK = threading.Lock()
+# Refresh assumed-role credentials well before STS's one-hour expiry.
+SESSION_MAX_AGE_S = 45 * 60
+
+
+def assume_customer_role(
+    *,
+    role_arn: str,
+    external_id: str,
+    session_name: str = "byok-portal",
+    on_call=None,
+    cached: bool = True,
+) -> CustomerSession:
+    """``sts:AssumeRole`` into the customer's account with the org's ExternalId."""
+    cache_key = (role_arn, external_id)
+    now = time.monotonic()
+    if cached:
+        with _SESSION_LOCK:
+            session = _SESSION_CACHE.get(cache_key)
+        if session is not None and session.expires_at > now:
+            session.on_call = on_call
+            return session
+    account_id = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+    sts = _client("sts", settings.AWS_STS_REGION)
+    error = None
+    response: dict = {}
+    try:
+        response = sts.assume_role(
+            RoleArn=role_arn,
+            RoleSessionName=session_name[:64],
+            ExternalId=external_id,
+            DurationSeconds=3600,
+        )
+    except Exception as exc:  # noqa: BLE001
+        error = classify(exc, region=settings.AWS_STS_REGION, operation="AssumeRole")
+        raise error from exc
+    finally:
+        if on_call is not None:
+            on_call(
+                KmsCall(
+                    operation="AssumeRole",
+                    service="sts.amazonaws.com",
+                    region=settings.AWS_STS_REGION,
+                    key_arn="",
+                    encryption_context={},
+                    role_arn=role_arn,
+                    account_id=account_id,
+                    request_id=_request_id(response),
+                    error=error,
+                    request_parameters={"roleArn": role_arn, "roleSessionName": session_name[:64]},
+                )
+            )
+    creds = response["Credentials"]
+    session = CustomerSession(
+        role_arn=role_arn,
+        account_id=account_id,
+        credentials={
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        },
+        expires_at=now + SESSION_MAX_AGE_S,
+        on_call=on_call,
+    )
+    if cached:
+        with _SESSION_LOCK:
+            _SESSION_CACHE[cache_key] = session
+    return session
+
+
+def forget_sessions() -> None:
+    """Drop cached assumed-role sessions (after a revocation, and between tests)."""
+    with _SESSION_LOCK:
+        _SESSION_CACHE.clear()
+
+
+# --- The customer's side, as the onboarding kit creates it (demo and tests only) ------------
+
+
+def customer_admin_client(service: str, region: str, account_id: str):
+    """A client acting as an administrator *inside the customer's account*.
+
+    Only for the local moto endpoint (demo data and tests): it plays the customer creating
+    the role and keys with the onboarding kit, or disabling a key to revoke access.
+    """
+    sts = _client("sts", settings.AWS_STS_REGION)
+    creds = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account_id}:role/OrganizationAccountAccessRole",
+        RoleSessionName="customer-admin",
+    )["Credentials"]
+    return _client(
+        service,
+        region,
+        {
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        },
+    )

@@ -1,3 +1,5 @@
+"""Celery entry points of the keys app: thin, idempotent wrappers over services."""
+
 from celery import shared_task
 
 

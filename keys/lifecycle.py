@@ -1,0 +1,49 @@
+"""The BYOK connection state machine: the only table of allowed transitions.
+
+pending → active → revoked → (restoring → active) | expired;
+active → re-encrypting → active; active ↔ degraded (transient AWS failures).
+"""
+
+from django.utils import timezone
+
+from keys.models import ByokConnection, ConnectionState
+
+S = ConnectionState
+
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.ACTIVE}),
+    S.ACTIVE: frozenset({S.DEGRADED, S.REVOKED, S.REENCRYPTING}),
+    S.DEGRADED: frozenset({S.ACTIVE, S.REVOKED}),
+    S.REENCRYPTING: frozenset({S.ACTIVE, S.REVOKED, S.DEGRADED}),
+    S.REVOKED: frozenset({S.RESTORING, S.EXPIRED}),
+    S.RESTORING: frozenset({S.ACTIVE, S.REVOKED, S.EXPIRED}),
+    S.EXPIRED: frozenset(),
+}
+
+#: States in which app data may be read and written with the customer's keys.
+USABLE_STATES = frozenset({S.ACTIVE, S.DEGRADED, S.REENCRYPTING})
+
+
+class TransitionNotAllowed(Exception):
+    """A state change the state machine refuses; the message is written for the customer."""
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in ALLOWED_TRANSITIONS.get(current, frozenset())
+
+
+def transition(connection: ByokConnection, target: str, *, reason: str = "") -> ByokConnection:
+    """Move a (locked) connection to ``target`` or raise ``TransitionNotAllowed``.
+
+    The caller holds ``select_for_update`` on the row and saves inside its transaction.
+    """
+    if not can_transition(connection.state, target):
+        raise TransitionNotAllowed(
+            f"The key connection is {connection.get_state_display().lower()}; "
+            f"it cannot become {ConnectionState(target).label.lower()}."
+        )
+    connection.state = target
+    connection.state_reason = reason[:500]
+    connection.state_changed_at = timezone.now()
+    connection.save(update_fields=["state", "state_reason", "state_changed_at"])
+    return connection

@@ -187,6 +187,7 @@ AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None
 AWS_CONNECT_TIMEOUT_S = env.float("AWS_CONNECT_TIMEOUT_S", default=3.0)
 AWS_READ_TIMEOUT_S = env.float("AWS_READ_TIMEOUT_S", default=5.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
+AWS_STS_REGION = env.str("AWS_STS_REGION", default="us-east-1")
 VENDOR_AWS_ACCOUNT_ID = env.str("VENDOR_AWS_ACCOUNT_ID", default="111122223333")
 VENDOR_PRINCIPAL_ARN = env.str(
     "VENDOR_PRINCIPAL_ARN",
@@ -194,6 +195,16 @@ VENDOR_PRINCIPAL_ARN = env.str(
 )
 BYOK_ROLE_NAME = env.str("BYOK_ROLE_NAME", default="byok-key-management")
 BYOK_RESTORE_WINDOW_DAYS = 15
+PREFLIGHT_MAX_AGE_HOURS = 24
+
+# --- Data plane: the in-process cache of plaintext data keys -------------------------------
+DEK_CACHE_MAX_AGE_S = env.float("DEK_CACHE_MAX_AGE_S", default=300.0)
+DEK_CACHE_MAX_USES = env.int("DEK_CACHE_MAX_USES", default=100_000)
+DEK_CACHE_MAX_ENTRIES = env.int("DEK_CACHE_MAX_ENTRIES", default=1000)
+# How stale a process's view of a connection's state may be: bounds revocation latency.
+DEK_GUARD_TTL_S = env.float("DEK_GUARD_TTL_S", default=0.5)
+# Consecutive transient monitor failures before a connection is marked degraded.
+HEALTH_DEGRADED_AFTER = env.int("HEALTH_DEGRADED_AFTER", default=2)
 
 # --- Demo ---------------------------------------------------------------------------------
 DEMO_PASSWORD = "byok-demo-pass"  # only ever used by seed_demo, which refuses with DEBUG off
@@ -209,4 +220,3 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
-AWS_STS_REGION = env.str("AWS_STS_REGION", default="us-east-1")

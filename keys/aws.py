@@ -160,7 +160,9 @@ def _client_config() -> botocore.config.Config:
     return botocore.config.Config(
         connect_timeout=settings.AWS_CONNECT_TIMEOUT_S,
         read_timeout=settings.AWS_READ_TIMEOUT_S,
-        retries={"max_attempts": settings.AWS_MAX_ATTEMPTS, "mode": "standard"},
+        # total_max_attempts counts the first try too, like AWS_MAX_ATTEMPTS in the AWS SDKs
+        # ("max_attempts" here would mean retries, i.e. one attempt more than configured).
+        retries={"total_max_attempts": settings.AWS_MAX_ATTEMPTS, "mode": "standard"},
     )
 
 

@@ -45,6 +45,14 @@ class ByokConnection(models.Model):
     restore_deadline = models.DateTimeField(null=True, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     transient_failures = models.PositiveIntegerField(default=0)
+    restore_checks = models.JSONField(
+        default=list, blank=True, help_text="The last restore verification: one entry per check."
+    )
+    customer_side = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the monitor last saw of the customer's revocation steps, per region.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,6 +1,14 @@
-"""Tenant-scoped reads for BYOK connections, keys and requests."""
+"""Reads for BYOK pages. Customer reads take the org the permission decorator resolved."""
 
-from keys.models import ByokConnection, SetupRequest
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from keys.models import ByokConnection, PreflightRun, SetupRequest
+from orgs.models import AppInstance
 
 
 def connection_of(org) -> ByokConnection | None:
@@ -11,10 +19,110 @@ def setup_requests_of(org):
     return SetupRequest.objects.filter(organization=org).select_related("requested_by", "assignee")
 
 
-def staff_request_queue(*, status: str | None = None, location: str | None = None):
-    qs = SetupRequest.objects.select_related("organization", "assignee").order_by("created_at")
-    if status:
+def open_setup_requests_of(org):
+    return setup_requests_of(org).filter(status__in=SetupRequest.OPEN_STATUSES)
+
+
+def byok_apps_of(org):
+    return (
+        AppInstance.objects.filter(site__organization=org, encryption=AppInstance.Encryption.BYOK)
+        .select_related("site", "data_health")
+        .annotate(record_count=Count("records"))
+        .order_by("site__name", "app")
+    )
+
+
+def byok_status_context(org) -> dict:
+    from keys.dataplane import live_read_check
+
+    connection = connection_of(org)
+    apps = list(byok_apps_of(org))
+    for app in apps:
+        # A real read through the data plane, so the page shows what users would get now.
+        app.live_check = live_read_check(app)
+    return {
+        "org": org,
+        "connection": connection,
+        "current_keys": [k for k in connection.keys.all() if k.is_current] if connection else [],
+        "byok_apps": apps,
+        "setup_requests": setup_requests_of(org)[:20],
+    }
+
+
+def request_context(req: SetupRequest, *, staff: bool) -> dict:
+    timeline = req.timeline.select_related("actor")
+    if not staff:
+        timeline = timeline.filter(internal=False)
+    preflight = req.preflights.select_related("started_by").first()
+    org = req.organization
+    if staff:
+        poll_url = reverse("staff-request-preflight-fragment", args=[req.pk])
+    else:
+        poll_url = reverse("byok-request-preflight-fragment", args=[org.pk, req.pk])
+    connection = ByokConnection.objects.filter(organization=org).first()
+    return {
+        "org": org,
+        "req": req,
+        "timeline": timeline,
+        "preflight": preflight,
+        "preflight_in_progress": preflight is not None
+        and preflight.status in (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING),
+        "poll_url": poll_url,
+        "connection": connection,
+        "external_id": connection.external_id if connection else "",
+        "staff": staff,
+    }
+
+
+def staff_request_queue(*, status: str = "", location: str = "", age: str = ""):
+    qs = SetupRequest.objects.select_related("organization", "assignee", "requested_by").order_by(
+        "created_at"
+    )
+    if status == "all":
+        pass
+    elif status:
         qs = qs.filter(status=status)
+    else:
+        qs = qs.filter(status__in=SetupRequest.OPEN_STATUSES)
     if location:
         qs = qs.filter(location=location)
+    if age:
+        qs = qs.filter(created_at__lte=timezone.now() - timedelta(days=int(age)))
     return qs
+
+
+def staff_request_counts() -> dict[str, int]:
+    return SetupRequest.objects.aggregate(
+        submitted=Count("pk", filter=Q(status=SetupRequest.Status.SUBMITTED)),
+        claimed=Count("pk", filter=Q(status=SetupRequest.Status.CLAIMED)),
+        provisioned=Count("pk", filter=Q(status=SetupRequest.Status.PROVISIONED)),
+        rejected=Count("pk", filter=Q(status=SetupRequest.Status.REJECTED)),
+    )
+
+
+def revocation_context(connection: ByokConnection) -> dict:
+    """What the revoke and restore pages show: state, deadline, per-region customer steps."""
+    now = timezone.now()
+    keys = [k for k in connection.keys.all() if k.is_current]
+    seen = connection.customer_side or {}
+    regions = [
+        {
+            "region": k.region,
+            "key": k,
+            "trust_denied": seen.get(k.region, {}).get("trust_denied", False),
+            "key_disabled": seen.get(k.region, {}).get("key_disabled", False),
+            "checked_at": seen.get(k.region, {}).get("checked_at"),
+        }
+        for k in keys
+    ]
+    deadline = connection.restore_deadline
+    return {
+        "connection": connection,
+        "restore_days": settings.BYOK_RESTORE_WINDOW_DAYS,
+        "regions": regions,
+        "role_arn": connection.role_arn,
+        "can_restore": connection.state == "revoked" and deadline is not None and deadline > now,
+        "restore_in_progress": connection.state == "restoring",
+        "window_closed": connection.state == "expired"
+        or (connection.state == "revoked" and deadline is not None and deadline <= now),
+    }

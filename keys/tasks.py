@@ -1,9 +1,51 @@
-"""Celery entry points of the keys app: thin, idempotent wrappers over services."""
+"""Celery entry points of the keys app: thin, idempotent wrappers over services.
+
+Tasks take ids, validate them, and re-read state first, so a retry or a duplicate delivery
+(acks late) does no harm.
+"""
+
+import logging
 
 from celery import shared_task
 
+from keys import revocation
+from keys.preflight import run_preflight_task  # noqa: F401  (registers the task)
+
+log = logging.getLogger(__name__)
+
+
+def _positive_id(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer id, got {value!r}")
+    return value
+
 
 @shared_task(acks_late=True)
-def run_health_monitor() -> int:
-    """Checks every active connection's keys. Filled in by the health-monitor work (issue 4)."""
-    return 0
+def run_health_monitor() -> dict:
+    """Beat: check every monitored connection's keys, expire overdue revocations."""
+    return revocation.run_health_monitor()
+
+
+@shared_task(acks_late=True)
+def check_connection_health_task(connection_id: int) -> str:
+    return revocation.check_connection_health(connection_id=_positive_id(connection_id))
+
+
+@shared_task(acks_late=True)
+def verify_restore_task(connection_id: int) -> str:
+    return revocation.verify_restore(connection_id=_positive_id(connection_id)).state
+
+
+@shared_task(acks_late=True)
+def destroy_data_keys_task(connection_id: int) -> int:
+    return revocation.destroy_data_keys(connection_id=_positive_id(connection_id))
+
+
+@shared_task(acks_late=True, autoretry_for=(), max_retries=5)
+def activate_app_instances(app_instance_ids: list[int]) -> list[int]:
+    """Create each new BYOK app instance's first data key; the instance becomes active."""
+    from keys.provisioning import activate_app_instance
+
+    if not isinstance(app_instance_ids, list):
+        raise ValueError("expected a list of app instance ids")
+    return [activate_app_instance(app_instance_id=_positive_id(i)) for i in app_instance_ids]

@@ -1,0 +1,360 @@
+"""The per-process cache of unwrapped data keys, and the access guard that empties it.
+
+**The cache.** Unwrapping a data key (DEK) costs a KMS ``Decrypt`` (plus a ``DescribeKey``);
+encrypting a record costs a few microseconds. :class:`DekCache` keeps unwrapped DEKs — as
+:class:`keys.envelope.DataKeyCipher` objects, never raw bytes — so KMS is asked rarely. It is
+bounded three ways, read from settings (``getattr(settings, name, default)``):
+
+* ``DEK_CACHE_MAX_AGE_S`` (300): an entry is dropped this long after it was unwrapped; the
+  next use unwraps again, which re-checks the key with KMS.
+* ``DEK_CACHE_MAX_USES`` (100 000): an entry is dropped after this many seals/opens.
+* ``DEK_CACHE_MAX_ENTRIES`` (1000): least recently used entries are evicted beyond this.
+
+It is thread-safe (one lock around the bookkeeping; encryption itself runs outside it).
+
+**Revocation reaches every process.** Each web worker and Celery worker has its own cache,
+and there is no broadcast between them. Instead, the data plane asks :class:`AccessGuard`
+before *every* use of a DEK. The guard remembers, per app instance and per process, the
+answer of one cheap indexed query (the app instance's status and its organization's
+``ByokConnection.state``, joined by primary keys) for at most ``DEK_GUARD_TTL_S`` (0.5 s).
+When the answer is "not usable" (connection state outside ``keys.lifecycle.USABLE_STATES``,
+or the app instance suspended), the guard purges every cached DEK of that organization in
+this process and the caller refuses with ``AppSuspended``. So once a revocation commits,
+every process refuses within ~``DEK_GUARD_TTL_S`` of its next attempt, holding no plaintext
+key of that org any longer than that, whatever the cache's age limit. The revoking process
+also calls :func:`purge_org` directly (best after commit, with ``transaction.on_commit``), and
+a KMS refusal seen by the data plane purges at once.
+
+The cost is at most one small query per app instance per process every 0.5 s, and none for
+an app instance that is idle. The clock is injectable (``clock=``) for tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+from keys.envelope import DataKeyCipher
+from keys.lifecycle import USABLE_STATES
+from keys.models import ConnectionState
+from orgs.models import AppInstance
+
+DEFAULT_MAX_AGE_S = 300.0
+DEFAULT_MAX_USES = 100_000
+DEFAULT_MAX_ENTRIES = 1000
+DEFAULT_GUARD_TTL_S = 0.5
+
+
+class _Entry:
+    __slots__ = ("cipher", "org_id", "app_instance_id", "loaded_at", "uses")
+
+    def __init__(self, cipher: DataKeyCipher, org_id: int, app_instance_id: int, loaded_at):
+        self.cipher = cipher
+        self.org_id = org_id
+        self.app_instance_id = app_instance_id
+        self.loaded_at = loaded_at
+        self.uses = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    """A cache hit: the cipher and whose key it is (checked by the caller)."""
+
+    cipher: DataKeyCipher
+    org_id: int
+    app_instance_id: int
+
+
+class DekCache:
+    """Bounded, thread-safe map ``data key id → DataKeyCipher`` (+ the current DEK per app)."""
+
+    def __init__(
+        self,
+        *,
+        max_age_s: float | None = None,
+        max_uses: int | None = None,
+        max_entries: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._fixed = {"max_age_s": max_age_s, "max_uses": max_uses, "max_entries": max_entries}
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._current: dict[int, int] = {}  # app instance id → data key id
+        self.configure()
+
+    def configure(self) -> None:
+        """(Re)read the limits from settings, except those fixed at construction."""
+        fixed = self._fixed
+        self.max_age_s = float(
+            fixed["max_age_s"]
+            if fixed["max_age_s"] is not None
+            else getattr(settings, "DEK_CACHE_MAX_AGE_S", DEFAULT_MAX_AGE_S)
+        )
+        self.max_uses = int(
+            fixed["max_uses"]
+            if fixed["max_uses"] is not None
+            else getattr(settings, "DEK_CACHE_MAX_USES", DEFAULT_MAX_USES)
+        )
+        self.max_entries = int(
+            fixed["max_entries"]
+            if fixed["max_entries"] is not None
+            else getattr(settings, "DEK_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)
+        )
+        with self._lock:
+            self._evict_overflow()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, dek_id: int) -> bool:
+        return dek_id in self._entries
+
+    # -- reads --
+
+    def get(self, dek_id: int) -> CachedKey | None:
+        """The cipher of ``dek_id`` (counting one use), or ``None`` if absent or expired."""
+        with self._lock:
+            entry = self._entries.get(dek_id)
+            if entry is None:
+                return None
+            if not self._fresh(entry):
+                self._drop(dek_id)
+                return None
+            entry.uses += 1
+            self._entries.move_to_end(dek_id)
+            return CachedKey(entry.cipher, entry.org_id, entry.app_instance_id)
+
+    def get_current(self, app_instance_id: int) -> CachedKey | None:
+        """The cipher of the app instance's current (writing) DEK, counting one use."""
+        dek_id = self._current.get(app_instance_id)
+        if dek_id is None:
+            return None
+        return self.get(dek_id)
+
+    def _fresh(self, entry: _Entry) -> bool:
+        return entry.uses < self.max_uses and self.clock() - entry.loaded_at < self.max_age_s
+
+    # -- writes --
+
+    def put(
+        self,
+        cipher: DataKeyCipher,
+        *,
+        org_id: int,
+        app_instance_id: int,
+        current: bool = False,
+    ) -> None:
+        """Cache an unwrapped key; ``current`` marks it as the app's key for new records."""
+        with self._lock:
+            self._entries[cipher.dek_id] = _Entry(cipher, org_id, app_instance_id, self.clock())
+            self._entries.move_to_end(cipher.dek_id)
+            if current:
+                self._current[app_instance_id] = cipher.dek_id
+            self._evict_overflow()
+
+    def _drop(self, dek_id: int) -> None:
+        entry = self._entries.pop(dek_id, None)
+        if entry is not None and self._current.get(entry.app_instance_id) == dek_id:
+            del self._current[entry.app_instance_id]
+
+    def _evict_overflow(self) -> None:
+        while len(self._entries) > max(self.max_entries, 0):
+            self._drop(next(iter(self._entries)))
+
+    def discard(self, dek_id: int) -> None:
+        with self._lock:
+            self._drop(dek_id)
+
+    def forget_current(self, app_instance_id: int) -> None:
+        """Stop treating any cached key as the app's writing key (after a rotation)."""
+        with self._lock:
+            self._current.pop(app_instance_id, None)
+
+    def purge_org(self, org_id: int) -> int:
+        """Drop every key of one organization; returns how many were dropped."""
+        with self._lock:
+            doomed = [k for k, e in self._entries.items() if e.org_id == org_id]
+            for dek_id in doomed:
+                self._drop(dek_id)
+            return len(doomed)
+
+    def purge_all(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._current.clear()
+
+
+# --- The access guard -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppAccess:
+    """What the guard learned about one app instance: who it belongs to, and whether usable."""
+
+    app_instance_id: int
+    org_id: int
+    site_name: str
+    app: str
+    encryption: str
+    connection_id: int | None
+    connection_state: str | None
+    usable: bool
+    reason: str  # customer-readable; empty when usable
+
+    @property
+    def encryption_context(self) -> dict[str, str]:
+        return {"org": str(self.org_id), "site": self.site_name, "app": self.app}
+
+
+class AccessGuard:
+    """Per-process memo of "may this app instance use its keys?", at most ``ttl_s`` old.
+
+    ``lookup(app_instance_id) -> AppAccess | None`` does the database query; ``on_refused``
+    is called with the org id whenever the answer is "not usable" (it purges the cache).
+    """
+
+    def __init__(
+        self,
+        *,
+        lookup: Callable[[int], AppAccess | None],
+        on_refused: Callable[[int], object],
+        ttl_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._lookup = lookup
+        self._on_refused = on_refused
+        self._fixed_ttl = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[int, tuple[float, AppAccess]] = {}
+        self.configure()
+
+    def configure(self) -> None:
+        self.ttl_s = float(
+            self._fixed_ttl
+            if self._fixed_ttl is not None
+            else getattr(settings, "DEK_GUARD_TTL_S", DEFAULT_GUARD_TTL_S)
+        )
+
+    def check(self, app_instance_id: int, *, force: bool = False) -> AppAccess | None:
+        """The app's access, from memo if younger than the TTL, else from the database.
+
+        Returns ``None`` when the app instance does not exist. A "not usable" answer purges
+        the org's keys in this process before it is returned.
+        """
+        now = self.clock()
+        seen = self._seen.get(app_instance_id)
+        if seen is not None and not force and now - seen[0] < self.ttl_s:
+            return seen[1]
+        access = self._lookup(app_instance_id)
+        if access is None:
+            with self._lock:
+                self._seen.pop(app_instance_id, None)
+            return None
+        if not access.usable:
+            self._on_refused(access.org_id)
+        with self._lock:
+            self._seen[app_instance_id] = (now, access)
+        return access
+
+    def forget_org(self, org_id: int) -> None:
+        with self._lock:
+            for app_id in [a for a, (_, acc) in self._seen.items() if acc.org_id == org_id]:
+                del self._seen[app_id]
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+# --- Process-wide instances -----------------------------------------------------------------
+
+
+def _refusal_reason(*, state: str | None, state_reason: str, status: str, status_reason: str):
+    if state is None:
+        return "This app has no BYOK key connection, so its data cannot be used."
+    if state not in USABLE_STATES:
+        because = f" ({state_reason.rstrip('.')})" if state_reason else ""
+        return {
+            ConnectionState.PENDING: "BYOK setup of this organization is not finished yet, "
+            "so app data cannot be encrypted or read.",
+            ConnectionState.REVOKED: f"Access to your encryption keys was revoked{because}. "
+            "App data stays unreadable until access is restored.",
+            ConnectionState.RESTORING: "Access to your encryption keys is being restored; "
+            "app data becomes readable again once every check passes.",
+            ConnectionState.EXPIRED: "Access to your encryption keys was revoked and not "
+            "restored within 15 days; this app's data can no longer be decrypted.",
+        }.get(state, f"Your key connection is {state}; app data cannot be used.")
+    if status == AppInstance.Status.SUSPENDED:
+        because = f" ({status_reason.rstrip('.')})" if status_reason else ""
+        return f"This app is suspended{because}; its data cannot be used until it resumes."
+    return ""
+
+
+def lookup_access(app_instance_id: int) -> AppAccess | None:
+    """One indexed query: the app instance, its site and org, and the org's connection."""
+    row = (
+        AppInstance.objects.filter(pk=app_instance_id)
+        .values_list(
+            "status",
+            "status_reason",
+            "encryption",
+            "app",
+            "site__name",
+            "site__organization_id",
+            "site__organization__byok_connection__id",
+            "site__organization__byok_connection__state",
+            "site__organization__byok_connection__state_reason",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    status, status_reason, encryption, app, site, org_id, conn_id, state, state_reason = row
+    reason = _refusal_reason(
+        state=state, state_reason=state_reason or "", status=status, status_reason=status_reason
+    )
+    return AppAccess(
+        app_instance_id=app_instance_id,
+        org_id=org_id,
+        site_name=site,
+        app=app,
+        encryption=encryption,
+        connection_id=conn_id,
+        connection_state=state,
+        usable=not reason,
+        reason=reason,
+    )
+
+
+CACHE = DekCache()
+GUARD = AccessGuard(lookup=lookup_access, on_refused=CACHE.purge_org)
+
+
+def purge_org(org_id: int) -> int:
+    """Forget every unwrapped key of an organization in this process (and the guard's memo,
+    so the next use re-reads the connection state). Returns how many keys were dropped."""
+    GUARD.forget_org(org_id)
+    return CACHE.purge_org(org_id)
+
+
+def purge_all() -> None:
+    """Forget every unwrapped key and guard answer in this process (tests, shutdown)."""
+    GUARD.forget_all()
+    CACHE.purge_all()
+
+
+def _reconfigure(*, setting: str, **_kwargs) -> None:
+    if setting.startswith("DEK_"):
+        CACHE.configure()
+        GUARD.configure()
+
+
+setting_changed.connect(_reconfigure, dispatch_uid="keys.dek_cache.reconfigure")

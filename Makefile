@@ -63,7 +63,7 @@ browser-deps:
 		echo "==> installing Debian chromium"; \
 		sudo=; if [ "$$(id -u)" != 0 ]; then sudo=sudo; fi; \
 		$$sudo apt-get update -q; \
-		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends chromium; \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q chromium; \
 	fi
 
 # --- running -----------------------------------------------------------------------------

@@ -151,8 +151,10 @@ def classify(exc: Exception, *, region: str = "", operation: str = "") -> AwsErr
 
 # --- Clients ----------------------------------------------------------------------------
 
-#: botocore event hooks ``(event_name, handler)`` registered on every client this module
-#: creates. Tests use it to inject throttling, timeouts or AccessDenied at the botocore layer.
+#: botocore event hooks ``(event_name, handler)`` for every client this module creates
+#: (``before-call``, ``before-send`` and ``after-call`` events, e.g.
+#: ``"before-send.kms.Decrypt"``). Tests use it to inject throttling, timeouts or AccessDenied
+#: at the botocore layer.
 EVENT_HOOKS: list[tuple[str, Callable]] = []
 
 
@@ -174,9 +176,26 @@ def _client(service: str, region: str, credentials: dict | None = None):
         endpoint_url=settings.AWS_ENDPOINT_URL,
         config=_client_config(),
     )
-    for event_name, handler in EVENT_HOOKS:
-        client.meta.events.register(event_name, handler)
+    # Registered per operation: botocore calls the most specific handlers first, before
+    # generic ones such as moto's in-process responder.
+    service_id = client.meta.service_model.service_id.hyphenize()
+    for operation in client.meta.service_model.operation_names:
+        for stage in _HOOK_STAGES:
+            client.meta.events.register(f"{stage}.{service_id}.{operation}", _dispatch_hooks)
     return client
+
+
+# Hooks are looked up when an event fires, so they reach clients created (and cached) earlier.
+_HOOK_STAGES = ("before-call", "before-send", "after-call")
+
+
+def _dispatch_hooks(event_name: str, **kwargs):
+    for name, handler in EVENT_HOOKS:
+        if event_name == name or event_name.startswith(name + "."):
+            response = handler(event_name=event_name, **kwargs)
+            if response is not None:
+                return response
+    return None
 
 
 @dataclass(frozen=True)

@@ -109,21 +109,25 @@ def _app_id(app_instance) -> int:
     return app_instance if isinstance(app_instance, int) else app_instance.pk
 
 
+_BYOK = str(AppInstance.Encryption.BYOK)
+
+
 def _access(app_instance_id: int) -> AppAccess:
+    """The app's access from the guard, or the refusal (hot path: one memo lookup)."""
     access = GUARD.check(app_instance_id)
+    if access is not None and access.usable and access.encryption == _BYOK:
+        return access
     if access is None:
         raise AppInstance.DoesNotExist(f"No app instance #{app_instance_id}.")
-    if access.encryption != AppInstance.Encryption.BYOK:
+    if access.encryption != _BYOK:
         raise NotByokApp(f"App instance #{app_instance_id} uses vendor-managed keys, not BYOK.")
-    if not access.usable:
-        _note_failure(app_instance_id, access.reason)
-        cause = (
-            "app-suspended"
-            if access.connection_state in USABLE_STATES
-            else str(access.connection_state or "no-connection")
-        )
-        raise AppSuspended(access.reason, cause=cause)
-    return access
+    _note_failure(app_instance_id, access.reason)
+    cause = (
+        "app-suspended"
+        if access.connection_state in USABLE_STATES
+        else str(access.connection_state or "no-connection")
+    )
+    raise AppSuspended(access.reason, cause=cause)
 
 
 # --- The hot path: no database I/O on a cache hit ---------------------------------------------
@@ -297,9 +301,12 @@ def _writing_cipher(access: AppAccess) -> DataKeyCipher:
                     "This app's data keys were destroyed; its data is unrecoverable.",
                     cause="keys-destroyed",
                 )
-            cipher = CACHE.get(current.pk)
-            cipher = cipher.cipher if cipher is not None else _unwrap(access, current)
-        CACHE.put(cipher, org_id=access.org_id, app_instance_id=app_id, current=True)
+            hit = CACHE.get(current.pk)
+            if hit is not None:  # cached for reading already: keep its age and use count
+                CACHE.mark_current(app_id, current.pk)
+                return hit.cipher
+            cipher = _unwrap(access, current)
+        CACHE.put(cipher, org_id=access.org_id, app_instance_id=app_id, current=True, uses=1)
         return cipher
 
 
@@ -322,7 +329,7 @@ def _reading_cipher(access: AppAccess, dek_id: int) -> DataKeyCipher:
                 cause="keys-destroyed",
             )
         cipher = _unwrap(access, data_key)
-        CACHE.put(cipher, org_id=access.org_id, app_instance_id=access.app_instance_id)
+        CACHE.put(cipher, org_id=access.org_id, app_instance_id=access.app_instance_id, uses=1)
         return cipher
 
 
@@ -372,7 +379,9 @@ def _refused_by_aws(access: AppAccess, err: aws.AwsError, region: str) -> AppSus
                 detail=f"{err.code or err.cause}: {err.message}"[:300],
             )
         except Exception:  # noqa: BLE001 — the refusal below stands whatever happens here
-            log.exception("Revoking connection %s after an AWS refusal failed", access.connection_id)
+            log.exception(
+                "Revoking connection %s after an AWS refusal failed", access.connection_id
+            )
     reason = (
         f"AWS refused your key in {region} ({err.cause}), so key access was revoked. "
         "App data stays unreadable until access is restored."
@@ -385,10 +394,7 @@ def _create_data_key(access: AppAccess, *, replacing: DataKey | None) -> DataKey
     """A new current DEK for the app, wrapped in every region; ``None`` if we lost a race."""
     connection = _connection(access)
     location = get_location(connection.location)
-    keys = {
-        k.region: k
-        for k in RegionalKey.objects.filter(connection=connection, is_current=True)
-    }
+    keys = {k.region: k for k in RegionalKey.objects.filter(connection=connection, is_current=True)}
     missing = [r for r in location.regions if r not in keys]
     if missing:
         raise AppSuspended(
@@ -485,8 +491,7 @@ def _unwrap(access: AppAccess, data_key: DataKey) -> DataKeyCipher:
         return cipher
     if failures and all(isinstance(f, aws.InvalidCiphertext) for f in failures):
         reason = (
-            f"Data key #{data_key.pk} does not unwrap with its encryption context "
-            "in any region."
+            f"Data key #{data_key.pk} does not unwrap with its encryption context in any region."
         )
         _note_failure(access.app_instance_id, reason)
         raise DecryptionFailed(reason)

@@ -51,7 +51,12 @@ DEFAULT_MAX_ENTRIES = 1000
 DEFAULT_GUARD_TTL_S = 0.5
 
 
-class _Entry:
+class CachedKey:
+    """A cache entry: the cipher, whose key it is (checked by the caller), age and uses.
+
+    Callers read ``cipher``, ``org_id`` and ``app_instance_id``; only the cache writes.
+    """
+
     __slots__ = ("cipher", "org_id", "app_instance_id", "loaded_at", "uses")
 
     def __init__(self, cipher: DataKeyCipher, org_id: int, app_instance_id: int, loaded_at):
@@ -60,15 +65,6 @@ class _Entry:
         self.app_instance_id = app_instance_id
         self.loaded_at = loaded_at
         self.uses = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CachedKey:
-    """A cache hit: the cipher and whose key it is (checked by the caller)."""
-
-    cipher: DataKeyCipher
-    org_id: int
-    app_instance_id: int
 
 
 class DekCache:
@@ -85,7 +81,7 @@ class DekCache:
         self._fixed = {"max_age_s": max_age_s, "max_uses": max_uses, "max_entries": max_entries}
         self.clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._entries: OrderedDict[int, CachedKey] = OrderedDict()
         self._current: dict[int, int] = {}  # app instance id → data key id
         self.configure()
 
@@ -119,27 +115,24 @@ class DekCache:
     # -- reads --
 
     def get(self, dek_id: int) -> CachedKey | None:
-        """The cipher of ``dek_id`` (counting one use), or ``None`` if absent or expired."""
+        """The entry of ``dek_id`` (counting one use), or ``None`` if absent or expired."""
         with self._lock:
             entry = self._entries.get(dek_id)
             if entry is None:
                 return None
-            if not self._fresh(entry):
+            if entry.uses >= self.max_uses or self.clock() - entry.loaded_at >= self.max_age_s:
                 self._drop(dek_id)
                 return None
             entry.uses += 1
             self._entries.move_to_end(dek_id)
-            return CachedKey(entry.cipher, entry.org_id, entry.app_instance_id)
+            return entry
 
     def get_current(self, app_instance_id: int) -> CachedKey | None:
-        """The cipher of the app instance's current (writing) DEK, counting one use."""
+        """The entry of the app instance's current (writing) DEK, counting one use."""
         dek_id = self._current.get(app_instance_id)
         if dek_id is None:
             return None
         return self.get(dek_id)
-
-    def _fresh(self, entry: _Entry) -> bool:
-        return entry.uses < self.max_uses and self.clock() - entry.loaded_at < self.max_age_s
 
     # -- writes --
 
@@ -150,10 +143,14 @@ class DekCache:
         org_id: int,
         app_instance_id: int,
         current: bool = False,
+        uses: int = 0,
     ) -> None:
-        """Cache an unwrapped key; ``current`` marks it as the app's key for new records."""
+        """Cache an unwrapped key; ``current`` marks it as the app's key for new records;
+        ``uses`` counts uses the caller makes without :meth:`get` (the one that unwrapped)."""
         with self._lock:
-            self._entries[cipher.dek_id] = _Entry(cipher, org_id, app_instance_id, self.clock())
+            entry = CachedKey(cipher, org_id, app_instance_id, self.clock())
+            entry.uses = uses
+            self._entries[cipher.dek_id] = entry
             self._entries.move_to_end(cipher.dek_id)
             if current:
                 self._current[app_instance_id] = cipher.dek_id
@@ -167,6 +164,12 @@ class DekCache:
     def _evict_overflow(self) -> None:
         while len(self._entries) > max(self.max_entries, 0):
             self._drop(next(iter(self._entries)))
+
+    def mark_current(self, app_instance_id: int, dek_id: int) -> None:
+        """Make an already cached key the app's writing key (its age and uses carry on)."""
+        with self._lock:
+            if dek_id in self._entries:
+                self._current[app_instance_id] = dek_id
 
     def discard(self, dek_id: int) -> None:
         with self._lock:
@@ -250,9 +253,10 @@ class AccessGuard:
         the org's keys in this process before it is returned.
         """
         now = self.clock()
-        seen = self._seen.get(app_instance_id)
-        if seen is not None and not force and now - seen[0] < self.ttl_s:
-            return seen[1]
+        if not force:
+            seen = self._seen.get(app_instance_id)
+            if seen is not None and now - seen[0] < self.ttl_s:
+                return seen[1]
         access = self._lookup(app_instance_id)
         if access is None:
             with self._lock:

@@ -56,13 +56,21 @@ def record_aad_parts(*, org_id: int, app_instance_id: int, record_id: int) -> tu
     return (org_id, app_instance_id, record_id)
 
 
-def _aad(header: bytes, parts: Sequence[int]) -> bytes:
-    packer = _PART_STRUCTS.get(len(parts))
+_AAD3 = _PART_STRUCTS[3]
+_urandom = os.urandom
+# Below this size a ciphertext is sliced (a small copy); above it, viewed (no copy).
+_VIEW_FROM_BYTES = 4096
+
+
+def _aad(prefix: bytes, parts: Sequence[int]) -> bytes:
+    """``prefix`` (label || header) followed by the parts as unsigned 64-bit integers."""
     try:
-        packed = packer.pack(*parts) if packer else struct.pack(f">{len(parts)}Q", *parts)
+        if len(parts) == 3:  # the record case, without a dictionary lookup
+            return prefix + _AAD3.pack(*parts)
+        packer = _PART_STRUCTS.get(len(parts))
+        return prefix + (packer.pack(*parts) if packer else struct.pack(f">{len(parts)}Q", *parts))
     except struct.error:
         raise ValueError("AAD parts must be integers between 0 and 2**64 - 1.") from None
-    return _AAD_LABEL + header + packed
 
 
 def parse_header(blob: bytes) -> tuple[int, int]:
@@ -78,7 +86,7 @@ def parse_header(blob: bytes) -> tuple[int, int]:
 class DataKeyCipher:
     """AES-256-GCM under one data key. Holds the ``AESGCM`` object, never exposes the key."""
 
-    __slots__ = ("dek_id", "_aead", "_header")
+    __slots__ = ("dek_id", "_aead", "_header", "_aad_prefix")
 
     def __init__(self, *, dek_id: int, dek: bytes):
         if not 0 <= dek_id <= _MAX_ID:
@@ -88,38 +96,38 @@ class DataKeyCipher:
         self.dek_id = dek_id
         self._aead = AESGCM(bytes(dek))
         self._header = _HEADER.pack(FORMAT_VERSION, dek_id)
+        self._aad_prefix = _AAD_LABEL + self._header
 
     def __repr__(self) -> str:  # never the key
         return f"<DataKeyCipher dek_id={self.dek_id}>"
 
     def seal(self, plaintext: bytes, aad_parts: Sequence[int]) -> bytes:
         """Encrypt ``plaintext``; the result carries header and nonce (see module docstring)."""
-        header = self._header
-        nonce = os.urandom(NONCE_BYTES)
-        return header + nonce + self._aead.encrypt(nonce, plaintext, _aad(header, aad_parts))
+        nonce = _urandom(NONCE_BYTES)
+        aad = _aad(self._aad_prefix, aad_parts)
+        return self._header + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, blob: bytes, aad_parts: Sequence[int]) -> bytes:
         """Decrypt a ciphertext made by :meth:`seal` with the same AAD parts."""
-        if len(blob) < OVERHEAD_BYTES:
-            raise DecryptionFailed("The ciphertext is too short to be an encrypted record.")
-        view = memoryview(blob)
-        header = bytes(view[:HEADER_BYTES])
-        if header != self._header:
-            version, dek_id = _HEADER.unpack(header)
-            if version != FORMAT_VERSION:
-                raise DecryptionFailed(f"Unsupported ciphertext format version {version}.")
-            raise DecryptionFailed(f"The ciphertext names data key #{dek_id}, not #{self.dek_id}.")
+        size = len(blob)
+        if size < OVERHEAD_BYTES or blob[:HEADER_BYTES] != self._header:
+            self._refuse_header(blob)
+        body = blob if size < _VIEW_FROM_BYTES else memoryview(blob)
         try:
             return self._aead.decrypt(
-                view[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
-                view[HEADER_BYTES + NONCE_BYTES :],
-                _aad(header, aad_parts),
+                blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
+                body[HEADER_BYTES + NONCE_BYTES :],
+                _aad(self._aad_prefix, aad_parts),
             )
         except InvalidTag:
             raise DecryptionFailed(
                 "The ciphertext failed authentication: it was changed, or it belongs to "
                 "another record, app or organization."
             ) from None
+
+    def _refuse_header(self, blob) -> None:
+        _version, dek_id = parse_header(blob)  # raises for short blobs and unknown versions
+        raise DecryptionFailed(f"The ciphertext names data key #{dek_id}, not #{self.dek_id}.")
 
 
 def seal(*, dek: bytes, dek_id: int, plaintext: bytes, aad_parts: Sequence[int]) -> bytes:

@@ -38,11 +38,9 @@ from keys import aws
 from keys.key_usage import recorder_for, role_name_of
 from keys.locations import get_location
 from keys.models import ByokConnection, PreflightRun, RequestEvent, SetupRequest
+from keys.onboarding import KEY_ALIAS
 
 logger = logging.getLogger(__name__)
-
-#: The alias the onboarding kit gives each regional key (``keys.onboarding.KEY_ALIAS``).
-DEFAULT_KEY_ALIAS = "alias/byok-key-management"
 
 #: A queued or running preflight older than this is considered lost (its worker died and the
 #: message was dropped): a new preflight may start, and the lost one is closed as failed.
@@ -121,7 +119,8 @@ class Check:
         return not self.passed and self.cause in TRANSIENT_CAUSES
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # ``label`` is for display only; from_dict ignores it.
+        return {**asdict(self), "label": self.label}
 
     @classmethod
     def from_dict(cls, data: dict) -> Check:
@@ -434,13 +433,7 @@ def _aws_said(err: aws.AwsError) -> str:
 
 
 def key_alias() -> str:
-    """The alias the onboarding kit creates (``keys.onboarding.KEY_ALIAS`` once it exists)."""
-    try:
-        from keys.onboarding import KEY_ALIAS
-    except ModuleNotFoundError as exc:
-        if exc.name != "keys.onboarding":
-            raise
-        return DEFAULT_KEY_ALIAS
+    """The alias the onboarding kit gives each regional key."""
     return KEY_ALIAS
 
 

@@ -8,8 +8,10 @@ so what they write is committed and visible to the worker (and the worker's writ
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -99,11 +101,9 @@ class WorkerProcess:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        import time
-
         from byokportal.celery import app
 
-        destination = [self.nodename.replace("%h", _hostname())]
+        destination = [self.nodename.replace("%h", socket.gethostname())]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.is_alive():
@@ -148,12 +148,6 @@ class WorkerProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 def _purge_broker() -> None:

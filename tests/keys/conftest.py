@@ -1,15 +1,16 @@
 """Fixtures for the keys tests: in-process moto, the customer's AWS side, and AWS failures.
 
 ``mock_aws``        moto in-process (``moto.mock_aws``), no endpoint URL, fresh session cache.
-``customer_aws``    plays the customer with the onboarding kit: role + one key per region.
+``customer_aws``    plays the customer: the IAM role and one aliased key per region, created
+                    directly with ``keys.aws.customer_admin_client`` (moto does not check them).
 ``inject_aws_error`` makes one AWS operation fail at the botocore layer (``keys.aws.EVENT_HOOKS``):
                     an HTTP error response (so botocore parses and retries it as it would a real
                     one), a raised exception (timeouts), or a rewritten parsed response.
 ``aws_spy``         observes real responses (e.g. to learn a data key and prove it is not logged).
 
 Hooks are installed by replacing ``keys.aws.EVENT_HOOKS`` with a fresh list via monkeypatch, so
-they are removed after each test even when it fails. They only reach clients created after
-they were installed: set up the customer's side first, then inject.
+they are removed after each test even when it fails. They reach every client ``keys.aws``
+makes — the customer's own admin clients too — so set up the customer's side first, then inject.
 """
 
 from __future__ import annotations

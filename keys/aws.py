@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 from django.conf import settings
 
 # --- Named causes -----------------------------------------------------------------------
@@ -142,6 +143,10 @@ def classify(exc: Exception, *, region: str = "", operation: str = "") -> AwsErr
             code=type(exc).__name__,
             operation=operation,
         )
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        return InvalidRequest(
+            str(exc), region=region, code="ParamValidationError", operation=operation
+        )
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AwsError("The vendor service has no AWS credentials configured.", region=region)
     return AwsError(
@@ -168,20 +173,34 @@ def _client_config() -> botocore.config.Config:
     )
 
 
+_LOADER_LOCK = threading.Lock()
+_LOADER = None
+
+
+def _shared_loader():
+    """One botocore data loader per process: service models are parsed once, not per client."""
+    global _LOADER
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = botocore.session.get_session().get_component("data_loader")
+        return _LOADER
+
+
 def _client(service: str, region: str, credentials: dict | None = None):
-    session = boto3.session.Session(**(credentials or {}))
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _shared_loader())
+    session = boto3.session.Session(botocore_session=core, **(credentials or {}))
     client = session.client(
         service,
         region_name=region,
         endpoint_url=settings.AWS_ENDPOINT_URL,
         config=_client_config(),
     )
-    # Registered per operation: botocore calls the most specific handlers first, before
-    # generic ones such as moto's in-process responder.
+    # Registered per service: botocore calls more specific handlers first, so these run
+    # before generic ones such as moto's in-process responder.
     service_id = client.meta.service_model.service_id.hyphenize()
-    for operation in client.meta.service_model.operation_names:
-        for stage in _HOOK_STAGES:
-            client.meta.events.register(f"{stage}.{service_id}.{operation}", _dispatch_hooks)
+    for stage in _HOOK_STAGES:
+        client.meta.events.register(f"{stage}.{service_id}", _dispatch_hooks)
     return client
 
 

@@ -46,8 +46,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from keys import aws
-from keys.dek_cache import CACHE, GUARD, AppAccess
-from keys.envelope import DataKeyCipher, DecryptionFailed, parse_header
+from keys.dek_cache import CACHE, GUARD, AppAccess, lease
+from keys.envelope import DataKeyCipher, DecryptionFailed, key_id_of, parse_header
 from keys.lifecycle import USABLE_STATES
 from keys.locations import get_location
 from keys.models import AppRecord, ByokConnection, DataKey, DataKeyWrapping, RegionalKey
@@ -135,23 +135,32 @@ def _access(app_instance_id: int) -> AppAccess:
 
 def encrypt_for(*, app_instance_id: int, record_id: int, plaintext: bytes) -> tuple[int, bytes]:
     """Encrypt one record's bytes under the app's current DEK: ``(data key id, ciphertext)``."""
-    access = _access(app_instance_id)
-    hit = CACHE.get_current(app_instance_id)
-    cipher = hit.cipher if hit is not None else _writing_cipher(access)
+    hot = lease(app_instance_id)
+    if hot is None:
+        access = _access(app_instance_id)
+        hit = CACHE.get_current(app_instance_id)
+        cipher = hit.cipher if hit is not None else _writing_cipher(access)
+    else:
+        access, cipher = hot
     return cipher.dek_id, cipher.seal(plaintext, (access.org_id, app_instance_id, record_id))
 
 
 def decrypt_for(*, app_instance_id: int, record_id: int, blob: bytes) -> bytes:
     """Decrypt one record's ciphertext, written by :func:`encrypt_for` for the same record."""
-    access = _access(app_instance_id)
-    _version, dek_id = parse_header(blob)
-    hit = CACHE.get(dek_id)
-    if hit is None:
-        cipher = _reading_cipher(access, dek_id)
-    elif hit.app_instance_id != app_instance_id or hit.org_id != access.org_id:
-        raise DecryptionFailed("The ciphertext names a data key of another app.")
+    dek_id = key_id_of(blob)
+    hot = lease(app_instance_id, dek_id)
+    if hot is None:
+        access = _access(app_instance_id)
+        parse_header(blob)
+        hit = CACHE.get(dek_id)
+        if hit is None:
+            cipher = _reading_cipher(access, dek_id)
+        elif hit.app_instance_id != app_instance_id or hit.org_id != access.org_id:
+            raise DecryptionFailed("The ciphertext names a data key of another app.")
+        else:
+            cipher = hit.cipher
     else:
-        cipher = hit.cipher
+        access, cipher = hot
     return cipher.open(blob, (access.org_id, app_instance_id, record_id))
 
 

@@ -338,8 +338,41 @@ def lookup_access(app_instance_id: int) -> AppAccess | None:
     )
 
 
+_BYOK = str(AppInstance.Encryption.BYOK)
 CACHE = DekCache()
 GUARD = AccessGuard(lookup=lookup_access, on_refused=CACHE.purge_org)
+
+
+def lease(app_instance_id: int, dek_id: int | None = None):
+    """The hot path: ``(access, cipher)`` if this process may use the key right now with no
+    database or KMS call, else ``None`` (the caller takes the slow path, which re-checks,
+    loads and explains).
+
+    "May" means: the guard's memo of the app is younger than its TTL and says usable BYOK;
+    and the key — ``dek_id``, or the app's current key when ``None`` — is cached, the app's
+    own, and within its age and use limits (this counts one use).
+    """
+    seen = GUARD._seen.get(app_instance_id)
+    if seen is None:
+        return None
+    checked_at, access = seen
+    if GUARD.clock() - checked_at >= GUARD.ttl_s or not access.usable or access.encryption != _BYOK:
+        return None
+    cache = CACHE
+    with cache._lock:
+        if dek_id is None:
+            dek_id = cache._current.get(app_instance_id)
+        entry = cache._entries.get(dek_id)
+        if (
+            entry is None
+            or entry.app_instance_id != app_instance_id
+            or entry.uses >= cache.max_uses
+            or cache.clock() - entry.loaded_at >= cache.max_age_s
+        ):
+            return None
+        entry.uses += 1
+        cache._entries.move_to_end(dek_id)
+    return access, entry.cipher
 
 
 def purge_org(org_id: int) -> int:

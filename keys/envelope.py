@@ -83,6 +83,14 @@ def parse_header(blob: bytes) -> tuple[int, int]:
     return version, dek_id
 
 
+def key_id_of(blob: bytes) -> int:
+    """The data key id in a ciphertext's header (the version is checked on opening)."""
+    try:
+        return _HEADER.unpack_from(blob)[1]
+    except struct.error:
+        raise DecryptionFailed("The ciphertext is too short to be an encrypted record.") from None
+
+
 class DataKeyCipher:
     """AES-256-GCM under one data key. Holds the ``AESGCM`` object, never exposes the key."""
 

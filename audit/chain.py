@@ -34,15 +34,27 @@ class ChainBreak:
         return f"{self.chain}: link {self.sequence} ({where}): {self.problem}"
 
 
-def verify_links(chain: str, links, *, head_sequence: int, head_hash: str) -> ChainBreak | None:
+def verify_links(
+    chain: str,
+    links,
+    *,
+    head_sequence: int,
+    head_hash: str,
+    first_sequence: int = 1,
+    first_prev_hash: str = GENESIS_HASH,
+) -> ChainBreak | None:
     """Walk ``links`` (sequence, prev_hash, hash, event_id, record) in order; name the first break.
 
     Detects an edited record (its hash no longer matches), a deleted row (a sequence gap or a
     prev_hash that points elsewhere), an inserted row (a duplicate sequence or a broken prev
     link), and a truncated tail (the last link does not match the chain head).
+
+    ``first_sequence``/``first_prev_hash`` are the chain's base: the genesis by default, or the
+    first link that retention kept and the hash it points back to. They also let a caller check
+    one stretch of a chain (from a signed digest to the head).
     """
-    expected_sequence = 1
-    prev_hash = GENESIS_HASH
+    expected_sequence = first_sequence
+    prev_hash = first_prev_hash
     for sequence, stored_prev, stored_hash, event_id, record in links:
         if sequence != expected_sequence:
             return ChainBreak(
@@ -52,8 +64,21 @@ def verify_links(chain: str, links, *, head_sequence: int, head_hash: str) -> Ch
                 f"expected link {expected_sequence} but found link {sequence}: "
                 "an event is missing or was inserted",
             )
+        if sequence > head_sequence:
+            return ChainBreak(
+                chain,
+                sequence,
+                str(event_id),
+                f"lies beyond the chain head (link {head_sequence}): an event was inserted",
+            )
         if stored_prev != prev_hash:
-            return ChainBreak(chain, sequence, str(event_id), "does not point to the previous link")
+            return ChainBreak(
+                chain,
+                sequence,
+                str(event_id),
+                f"does not point to the previous link ({sequence - 1}): an event was inserted "
+                "before it, or the previous one was changed",
+            )
         if (
             link_hash(chain=chain, sequence=sequence, prev_hash=prev_hash, record=record)
             != stored_hash
@@ -63,11 +88,44 @@ def verify_links(chain: str, links, *, head_sequence: int, head_hash: str) -> Ch
             )
         prev_hash = stored_hash
         expected_sequence += 1
-    if expected_sequence - 1 != head_sequence or prev_hash != head_hash:
+    if expected_sequence - 1 != head_sequence:
         return ChainBreak(
             chain,
             expected_sequence,
             None,
             f"the chain head says {head_sequence} links but {expected_sequence - 1} were found",
         )
+    if prev_hash != head_hash:
+        return ChainBreak(
+            chain,
+            head_sequence,
+            None,
+            "the last link does not match the chain head's hash",
+        )
     return None
+
+
+# --- Signed digests of a chain head (shared with the stand-alone verifier, audit/verify.py) --
+
+DIGEST_VERSION = 1
+DIGEST_DOMAIN = b"byok-portal-audit-digest/v1\n"
+#: The fields of a digest that its signature covers, in the export's spelling.
+DIGEST_SIGNED_FIELDS = (
+    "digestVersion",
+    "chain",
+    "sequence",
+    "headHash",
+    "signedAt",
+    "keyId",
+    "previousSignature",
+)
+
+
+def digest_message(digest: dict) -> bytes:
+    """The exact bytes a digest's Ed25519 signature is made over."""
+    return DIGEST_DOMAIN + canonical_json({k: digest.get(k) for k in DIGEST_SIGNED_FIELDS})
+
+
+def public_key_id(raw_public_key: bytes) -> str:
+    """A short, stable name for an Ed25519 public key: its SHA-256, first 16 hex digits."""
+    return hashlib.sha256(raw_public_key).hexdigest()[:16]

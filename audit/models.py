@@ -1,6 +1,13 @@
-"""Audit events in AWS CloudTrail's record format, chained per organization by SHA-256."""
+"""Audit events in AWS CloudTrail's record format, chained per organization by SHA-256.
+
+Also the integrity and delivery records around them: signed digests of each chain head, the
+customer's CloudTrail source and the files imported from it, and the SIEM webhook with its
+delivery log.
+"""
 
 from django.db import models
+
+GENESIS_HASH = "0" * 64
 
 
 class ImmutableEventError(Exception):
@@ -14,13 +21,27 @@ class AuditEventQuerySet(models.QuerySet):
     def delete(self):
         raise ImmutableEventError("Audit events cannot be deleted.")
 
+    def purge_for_retention(self) -> int:
+        """The one deletion path, reserved for ``audit.retention``: a raw ``DELETE``.
+
+        Retention deletes a prefix of a chain, records the new base in its :class:`ChainHead`
+        and audits the purge in the same transaction. Nothing else may call this.
+        """
+        return self.order_by()._raw_delete(self.db)
+
 
 class ChainHead(models.Model):
-    """The last link of one hash chain. Locked while appending so links never fork."""
+    """The last link of one hash chain. Locked while appending so links never fork.
+
+    ``base_sequence``/``base_prev_hash`` are where verification starts: the genesis until
+    retention deletes the oldest links, then the first link kept and the hash it points to.
+    """
 
     chain = models.CharField(max_length=40, unique=True)  # "org:<id>" or "vendor"
     sequence = models.BigIntegerField(default=0)
-    head_hash = models.CharField(max_length=64, default="0" * 64)
+    head_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    base_sequence = models.BigIntegerField(default=1)
+    base_prev_hash = models.CharField(max_length=64, default=GENESIS_HASH)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -47,7 +68,9 @@ class AuditEvent(models.Model):
     hash = models.CharField(max_length=64, editable=False)
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
-    event_id = models.UUIDField(unique=True, editable=False)
+    # Unique per chain, not globally: the same CloudTrail record may be imported into two
+    # organizations (e.g. an export moved from one to another); a chain never holds it twice.
+    event_id = models.UUIDField(editable=False)
     event_time = models.DateTimeField()
     event_source = models.CharField(max_length=100)
     event_name = models.CharField(max_length=100)
@@ -64,6 +87,10 @@ class AuditEvent(models.Model):
         ordering = ["-event_time", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["chain", "sequence"], name="auditevent_chain_link"),
+            # event_id first: the same index serves look-ups by event ID alone.
+            models.UniqueConstraint(
+                fields=["event_id", "chain"], name="auditevent_event_id_per_chain"
+            ),
         ]
         indexes = [
             models.Index(fields=["organization", "-event_time", "-id"], name="audit_org_time"),
@@ -96,3 +123,175 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ImmutableEventError("Audit events cannot be deleted.")
+
+
+# --- Trust: signed digests of each chain head ---------------------------------------------
+
+
+class ChainDigest(models.Model):
+    """A signed statement "chain C had N links and its head hash was H at time T".
+
+    Signed hourly with the portal's Ed25519 key (``audit.digests``), only when the head moved.
+    Each digest also signs the previous digest's signature, so digests form their own chain.
+    """
+
+    chain = models.CharField(max_length=40)
+    organization = models.ForeignKey(
+        "orgs.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="audit_digests",
+    )
+    sequence = models.BigIntegerField()
+    head_hash = models.CharField(max_length=64)
+    previous_signature = models.CharField(max_length=100, blank=True)
+    signed_at = models.DateTimeField()
+    key_id = models.CharField(max_length=32)
+    signature = models.CharField(max_length=100, help_text="Ed25519 signature, base64.")
+
+    class Meta:
+        ordering = ["chain", "-sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "sequence"], name="chaindigest_one_per_link")
+        ]
+
+    def __str__(self) -> str:
+        return f"Digest of {self.chain} @ {self.sequence}"
+
+
+# --- Ingestion of the customer's own CloudTrail --------------------------------------------
+
+
+class CloudTrailSource(models.Model):
+    """Where an organization's trail writes its log files, read through the assumed role."""
+
+    class Scope(models.TextChoices):
+        BYOK = "byok", "Only events that touch our BYOK keys or role"
+        ALL = "all", "Every event in the bucket and prefix"
+
+    organization = models.OneToOneField(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="cloudtrail_source"
+    )
+    bucket = models.CharField(max_length=63)
+    prefix = models.CharField(max_length=900, blank=True)
+    region = models.CharField(max_length=30, help_text="The bucket's AWS region.")
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.BYOK)
+    enabled = models.BooleanField(default=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix} ({self.organization_id})"
+
+
+class IngestedFile(models.Model):
+    """What one import did with one log file (one S3 object version, by ETag)."""
+
+    class Status(models.TextChoices):
+        IMPORTED = "imported", "Imported"
+        SKIPPED = "skipped", "Skipped"
+        MALFORMED = "malformed", "Malformed"
+
+    source = models.ForeignKey(CloudTrailSource, on_delete=models.CASCADE, related_name="files")
+    key = models.CharField(max_length=1024)
+    etag = models.CharField(max_length=100)
+    size = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    records_total = models.PositiveIntegerField(default=0)
+    records_imported = models.PositiveIntegerField(default=0)
+    records_duplicate = models.PositiveIntegerField(default=0)
+    records_dropped = models.PositiveIntegerField(
+        default=0, help_text="Not about this organization's keys or role, or past retention."
+    )
+    error = models.CharField(max_length=500, blank=True)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-processed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "key", "etag"], name="ingestedfile_once_per_version"
+            )
+        ]
+        indexes = [models.Index(fields=["source", "-processed_at"], name="ingested_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"
+
+    @property
+    def badge_status(self) -> str:
+        return {"imported": "active", "skipped": "unknown", "malformed": "failed"}[self.status]
+
+
+# --- SIEM delivery ----------------------------------------------------------------------------
+
+
+class WebhookEndpoint(models.Model):
+    """An organization's SIEM webhook. The shared secret is stored encrypted, never shown."""
+
+    organization = models.OneToOneField(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="audit_webhook"
+    )
+    url = models.URLField(max_length=500)
+    secret_encrypted = models.TextField(help_text="Fernet token; see audit.webhooks.")
+    enabled = models.BooleanField(default=True)
+    start_sequence = models.BigIntegerField(
+        default=0, help_text="Events after this link of the org's chain are delivered."
+    )
+    swept_sequence = models.BigIntegerField(
+        default=0, help_text="The sweeper has made a delivery for every event up to here."
+    )
+    secret_set_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Webhook of {self.organization_id} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """The delivery of one event to one webhook: attempts, outcome, and each attempt's result."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(
+        AuditEvent, on_delete=models.PROTECT, related_name="webhook_deliveries"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    history = models.JSONField(
+        default=list, blank=True, help_text="[{at, statusCode, error, retryInS}] per attempt."
+    )
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event"], name="webhookdelivery_once")
+        ]
+        indexes = [
+            models.Index(fields=["endpoint", "-created_at"], name="webhook_recent"),
+            models.Index(fields=["status", "next_attempt_at"], name="webhook_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Delivery of {self.event_id} to {self.endpoint_id}: {self.status}"
+
+    @property
+    def badge_status(self) -> str:
+        return {"pending": "pending", "delivered": "active", "failed": "failed"}[self.status]

@@ -225,3 +225,89 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Audit integrity and delivery ------------------------------------------------------------
+# Ed25519 key that signs the hourly digests of each audit chain head (audit/digests.py):
+# base64 of the raw 32-byte private key, or a PEM (PKCS#8) private key; or a file holding one.
+# Its public key is published at /audit/public-key.pem. Production must set one: without it
+# digests are not signed (logged as an error). DEBUG generates a per-checkout key in var/.
+AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="")
+_audit_signing_key_file = env.str("AUDIT_SIGNING_KEY_FILE", default="")
+if not AUDIT_SIGNING_KEY and _audit_signing_key_file:
+    AUDIT_SIGNING_KEY = Path(_audit_signing_key_file).read_text().strip()
+
+
+def _development_audit_signing_key() -> str:
+    """Like the dev SECRET_KEY: one random Ed25519 key per checkout, kept in var/."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key_file = VAR_DIR / "dev-audit-signing-key"
+    if not key_file.exists():
+        raw = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        key_file.write_text(base64.b64encode(raw).decode())
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+if DEBUG and not AUDIT_SIGNING_KEY:
+    AUDIT_SIGNING_KEY = _development_audit_signing_key()
+
+# Retention is the only deletion of audit events (audit/retention.py); it is itself audited.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=400)
+AUDIT_RETENTION_BATCH = env.int("AUDIT_RETENTION_BATCH", default=50_000)
+
+# Ingestion of the customer's own CloudTrail (audit/ingestion.py).
+AUDIT_INGEST_INTERVAL_S = env.float("AUDIT_INGEST_INTERVAL_S", default=300.0)
+AUDIT_INGEST_MAX_FILE_BYTES = env.int("AUDIT_INGEST_MAX_FILE_BYTES", default=100 * 1024 * 1024)
+
+# SIEM webhooks (audit/webhooks.py). Attempts include the first one; the wait before retry n
+# is BACKOFF_BASE_S * 2**(n-1), at most BACKOFF_MAX_S.
+AUDIT_WEBHOOK_MAX_ATTEMPTS = env.int("AUDIT_WEBHOOK_MAX_ATTEMPTS", default=8)
+AUDIT_WEBHOOK_BACKOFF_BASE_S = env.float("AUDIT_WEBHOOK_BACKOFF_BASE_S", default=30.0)
+AUDIT_WEBHOOK_BACKOFF_MAX_S = env.float("AUDIT_WEBHOOK_BACKOFF_MAX_S", default=3600.0)
+AUDIT_WEBHOOK_TIMEOUT_S = env.float("AUDIT_WEBHOOK_TIMEOUT_S", default=10.0)
+# How long a process trusts its list of orgs with a webhook (a later one is swept up anyway).
+AUDIT_WEBHOOK_ORG_CACHE_S = env.float("AUDIT_WEBHOOK_ORG_CACHE_S", default=5.0)
+# http:// and loopback targets (127.0.0.1, ::1, localhost): local development and tests only.
+AUDIT_WEBHOOK_ALLOW_LOOPBACK = env.bool("AUDIT_WEBHOOK_ALLOW_LOOPBACK", default=DEBUG)
+# Private, link-local and other non-public addresses are refused (SSRF) unless allowed here.
+AUDIT_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "AUDIT_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
+)
+# Outbound proxy for deliveries, e.g. "http://egress-proxy:3128" (none by default).
+AUDIT_WEBHOOK_PROXY = env.str("AUDIT_WEBHOOK_PROXY", default="")
+# Fernet key(s) for the stored webhook secrets, comma-separated (the first encrypts). Empty:
+# derived from SECRET_KEY (and SECRET_KEY_FALLBACKS) with HKDF.
+AUDIT_WEBHOOK_ENCRYPTION_KEYS = env.list("AUDIT_WEBHOOK_ENCRYPTION_KEYS", default=[])
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "audit-ingest-cloudtrail": {
+            "task": "audit.tasks.ingest_all_cloudtrail",
+            "schedule": timedelta(seconds=AUDIT_INGEST_INTERVAL_S),
+        },
+        "audit-webhook-sweep": {
+            "task": "audit.tasks.sweep_webhook_deliveries",
+            "schedule": timedelta(minutes=1),
+        },
+        "audit-sign-digests": {
+            "task": "audit.tasks.sign_chain_digests",
+            "schedule": timedelta(hours=1),
+        },
+        "audit-verify-chains": {
+            "task": "audit.tasks.verify_audit_chains",
+            "schedule": timedelta(days=1),
+        },
+        "audit-retention": {
+            "task": "audit.tasks.purge_expired_audit_events",
+            "schedule": timedelta(days=1),
+        },
+    }
+)

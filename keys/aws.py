@@ -8,6 +8,9 @@ Each call made with a customer's role can be reported to an ``on_call`` callback
 :class:`KmsCall` (operation, region, key, encryption context, error): that is how key-usage
 audit events are written without this module knowing about the audit app. Plaintext and
 ciphertext never appear in a ``KmsCall``.
+
+``CustomerSession.list_objects``/``get_object`` read (never write) the customer's CloudTrail
+bucket for audit ingestion, in the same assumed-role session.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import boto3
@@ -85,6 +88,18 @@ class Unreachable(AwsError):
 
     cause = "unreachable"
     transient = True
+
+
+class ObjectNotFound(AwsError):
+    """S3: the bucket or the object does not exist (``NoSuchBucket``, ``NoSuchKey``)."""
+
+    cause = "object-not-found"
+
+
+class ObjectTooLarge(AwsError):
+    """S3: the object is larger than the caller accepts; it was not downloaded."""
+
+    cause = "object-too-large"
 
 
 # Errors that mean "the customer has taken access away": these revoke at once.
@@ -363,6 +378,78 @@ class CustomerSession:
     def key_arn_for_alias(self, region: str, alias: str) -> str:
         """The ARN of the key an alias points to (``DescribeKey`` accepts alias names)."""
         return self.describe_key(region, alias).arn
+
+    # -- S3, read-only: the customer's CloudTrail bucket (audit ingestion) --
+
+    def _s3(self, region: str):
+        with self._lock:
+            client = self._clients.get(f"s3:{region}")
+            if client is None:
+                client = self._clients[f"s3:{region}"] = _client("s3", region, self._credentials)
+            return client
+
+    def list_objects(self, region: str, bucket: str, prefix: str = "") -> Iterator[S3Object]:
+        """Every object under ``prefix``, in key order (``ListObjectsV2``, paginated)."""
+        paginator = self._s3(region).get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents") or []:
+                    yield S3Object(
+                        key=item["Key"],
+                        etag=(item.get("ETag") or "").strip('"'),
+                        size=int(item.get("Size") or 0),
+                        last_modified=item.get("LastModified"),
+                    )
+        except Exception as exc:  # noqa: BLE001 — classified and re-raised
+            raise _classify_s3(exc, region=region, operation="ListObjectsV2") from exc
+
+    def get_object(self, region: str, bucket: str, key: str, *, max_bytes: int) -> bytes:
+        """The object's bytes; :class:`ObjectTooLarge` (nothing read) above ``max_bytes``."""
+        try:
+            response = self._s3(region).get_object(Bucket=bucket, Key=key)
+            length = int(response.get("ContentLength") or 0)
+            if length > max_bytes:
+                response["Body"].close()
+                raise ObjectTooLarge(
+                    f"{key} is {length} bytes; the limit is {max_bytes}.",
+                    region=region,
+                    operation="GetObject",
+                )
+            with response["Body"] as body:
+                data = body.read(max_bytes + 1)
+        except AwsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — classified and re-raised
+            raise _classify_s3(exc, region=region, operation="GetObject") from exc
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(
+                f"{key} is larger than {max_bytes} bytes.", region=region, operation="GetObject"
+            )
+        return data
+
+
+@dataclass(frozen=True)
+class S3Object:
+    key: str
+    etag: str
+    size: int
+    last_modified: object = None
+
+
+_S3_NOT_FOUND = frozenset({"NoSuchBucket", "NoSuchKey", "404", "NotFound"})
+
+
+def _classify_s3(exc: Exception, *, region: str, operation: str) -> AwsError:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in _S3_NOT_FOUND:
+            return ObjectNotFound(
+                error.get("Message") or code, region=region, code=code, operation=operation
+            )
+        if code == "403":
+            return AccessDenied("Access denied.", region=region, code=code, operation=operation)
+    return classify(exc, region=region, operation=operation)
 
 
 def _snake(operation: str) -> str:

@@ -48,6 +48,7 @@ from django.utils import timezone
 from keys import aws
 from keys.dek_cache import CACHE, GUARD, AppAccess, lease
 from keys.envelope import DataKeyCipher, DecryptionFailed, key_id_of, parse_header
+from keys.key_usage import recorder_for
 from keys.lifecycle import USABLE_STATES
 from keys.locations import get_location
 from keys.models import AppRecord, ByokConnection, DataKey, DataKeyWrapping, RegionalKey
@@ -69,6 +70,7 @@ __all__ = [
     "decrypt_for",
     "decrypt_record",
     "encrypt_for",
+    "ensure_current_data_key",
     "live_read_check",
     "read_record",
     "store_record",
@@ -136,12 +138,7 @@ def _access(app_instance_id: int) -> AppAccess:
 def encrypt_for(*, app_instance_id: int, record_id: int, plaintext: bytes) -> tuple[int, bytes]:
     """Encrypt one record's bytes under the app's current DEK: ``(data key id, ciphertext)``."""
     hot = lease(app_instance_id)
-    if hot is None:
-        access = _access(app_instance_id)
-        hit = CACHE.get_current(app_instance_id)
-        cipher = hit.cipher if hit is not None else _writing_cipher(access)
-    else:
-        access, cipher = hot
+    access, cipher = hot if hot is not None else _writer(app_instance_id)
     return cipher.dek_id, cipher.seal(plaintext, (access.org_id, app_instance_id, record_id))
 
 
@@ -149,19 +146,27 @@ def decrypt_for(*, app_instance_id: int, record_id: int, blob: bytes) -> bytes:
     """Decrypt one record's ciphertext, written by :func:`encrypt_for` for the same record."""
     dek_id = key_id_of(blob)
     hot = lease(app_instance_id, dek_id)
-    if hot is None:
-        access = _access(app_instance_id)
-        parse_header(blob)
-        hit = CACHE.get(dek_id)
-        if hit is None:
-            cipher = _reading_cipher(access, dek_id)
-        elif hit.app_instance_id != app_instance_id or hit.org_id != access.org_id:
-            raise DecryptionFailed("The ciphertext names a data key of another app.")
-        else:
-            cipher = hit.cipher
-    else:
-        access, cipher = hot
+    access, cipher = hot if hot is not None else _reader(app_instance_id, blob)
     return cipher.open(blob, (access.org_id, app_instance_id, record_id))
+
+
+def _writer(app_instance_id: int) -> tuple[AppAccess, DataKeyCipher]:
+    """Slow path of a write: the guard's verdict (maybe a query), then the current DEK from
+    the cache, the database and KMS as needed."""
+    access = _access(app_instance_id)
+    hit = CACHE.get_current(app_instance_id)
+    return access, hit.cipher if hit is not None else _writing_cipher(access)
+
+
+def _reader(app_instance_id: int, blob: bytes) -> tuple[AppAccess, DataKeyCipher]:
+    access = _access(app_instance_id)
+    _version, dek_id = parse_header(blob)
+    hit = CACHE.get(dek_id)
+    if hit is None:
+        return access, _reading_cipher(access, dek_id)
+    if hit.app_instance_id != app_instance_id or hit.org_id != access.org_id:
+        raise DecryptionFailed("The ciphertext names a data key of another app.")
+    return access, hit.cipher
 
 
 # --- Records ------------------------------------------------------------------------------------
@@ -172,9 +177,7 @@ def store_record(*, app_instance, kind: str, plaintext: bytes) -> AppRecord:
     if kind not in AppRecord.Kind.values:
         raise ValueError(f"Unknown record kind {kind!r}.")
     app_id = _app_id(app_instance)
-    access = _access(app_id)
-    hit = CACHE.get_current(app_id)
-    cipher = hit.cipher if hit is not None else _writing_cipher(access)
+    access, cipher = lease(app_id) or _writer(app_id)
     with transaction.atomic():
         # The AAD binds the record id, which exists only once the row does.
         record = AppRecord.objects.create(
@@ -183,6 +186,14 @@ def store_record(*, app_instance, kind: str, plaintext: bytes) -> AppRecord:
         record.ciphertext = cipher.seal(plaintext, (access.org_id, app_id, record.pk))
         record.save(update_fields=["ciphertext"])
     return record
+
+
+def ensure_current_data_key(app_instance) -> DataKey:
+    """The app instance's current data key, created now if it has none (provisioning calls
+    this so a new app's first write needs no KMS call). Refuses like a write."""
+    app_id = _app_id(app_instance)
+    _access, cipher = lease(app_id) or _writer(app_id)
+    return DataKey.objects.get(pk=cipher.dek_id)
 
 
 def read_record(*, app_instance, record_id: int) -> bytes:
@@ -251,7 +262,7 @@ def live_read_check(app_instance, *, verify_kms: bool = False) -> tuple[bool, st
         started = time.perf_counter()
         if row is None:
             if verify_kms:
-                CACHE.forget_current(app_id)
+                CACHE.discard_current(app_id)
             probe = b"byok-live-read-check"
             _dek, blob = encrypt_for(app_instance_id=app_id, record_id=0, plaintext=probe)
             if decrypt_for(app_instance_id=app_id, record_id=0, blob=blob) != probe:
@@ -349,14 +360,11 @@ def _connection(access: AppAccess) -> ByokConnection:
 
 
 def _session(connection: ByokConnection) -> aws.CustomerSession:
-    try:
-        from keys.key_usage import recorder_for
-    except ImportError:  # pragma: no cover — key_usage lands with the audit work
-        recorder = None
-    else:
-        recorder = recorder_for(connection.organization)
+    """The customer's role, every call of it audited as key usage of the org."""
     return aws.assume_customer_role(
-        role_arn=connection.role_arn, external_id=connection.external_id, on_call=recorder
+        role_arn=connection.role_arn,
+        external_id=connection.external_id,
+        on_call=recorder_for(connection.organization),
     )
 
 
@@ -454,7 +462,8 @@ def _create_data_key(access: AppAccess, *, replacing: DataKey | None) -> DataKey
 
 
 def _unwrap(access: AppAccess, data_key: DataKey) -> DataKeyCipher:
-    """``Decrypt`` a stored DEK: primary region first, the others if it fails transiently."""
+    """``Decrypt`` a stored DEK: primary region first, then the others if it fails without
+    refusing (throttled, unreachable …). A refusal anywhere revokes at once."""
     connection = _connection(access)
     order = {region: i for i, region in enumerate(get_location(connection.location).regions)}
     wrappings = sorted(
@@ -506,9 +515,13 @@ def _unwrap(access: AppAccess, data_key: DataKey) -> DataKeyCipher:
         raise DecryptionFailed(reason)
     where = ", ".join(sorted({f.region or "?" for f in failures}))
     causes = ", ".join(sorted({f.cause for f in failures}))
-    reason = f"AWS KMS did not answer in {where} ({causes}); app data is readable again soon."
+    if any(f.transient for f in failures):
+        reason = f"AWS KMS did not answer in {where} ({causes}); app data is readable again soon."
+        _note_failure(access.app_instance_id, reason)
+        raise KeysUnavailable(reason, cause=failures[-1].cause)
+    reason = f"AWS KMS would not unwrap this app's data key in {where} ({causes})."
     _note_failure(access.app_instance_id, reason)
-    raise KeysUnavailable(reason, cause=failures[-1].cause if failures else "unreachable")
+    raise AppSuspended(reason, cause=failures[-1].cause)
 
 
 # --- AppDataHealth, written at most every few seconds per app and process ----------------------
@@ -549,3 +562,11 @@ def _note_failure(app_id: int, reason: str, *, force: bool = False) -> None:
 def forget_health_throttle() -> None:
     """Tests: let the next read or failure write its AppDataHealth row again."""
     _health_written.clear()
+
+
+def ensure_current_data_key(app_instance) -> DataKey:
+    """Make sure the app instance has a current data key (creating it under the customer's
+    key if needed) and return it. Used when a new BYOK app instance is provisioned."""
+    app_id = _app_id(app_instance)
+    _writing_cipher(_access(app_id))
+    return DataKey.objects.get(app_instance_id=app_id, is_current=True)

@@ -10,7 +10,9 @@ bounded three ways, read from settings (``getattr(settings, name, default)``):
 * ``DEK_CACHE_MAX_USES`` (100 000): an entry is dropped after this many seals/opens.
 * ``DEK_CACHE_MAX_ENTRIES`` (1000): least recently used entries are evicted beyond this.
 
-It is thread-safe (one lock around the bookkeeping; encryption itself runs outside it).
+It is thread-safe: one lock around the bookkeeping, and :func:`lease` — the hot path that
+the data plane takes for every record — reads without it (each of its steps is atomic under
+the GIL; under contention a use may go uncounted, so max uses is a soft bound).
 
 **Revocation reaches every process.** Each web worker and Celery worker has its own cache,
 and there is no broadcast between them. Instead, the data plane asks :class:`AccessGuard`
@@ -20,10 +22,11 @@ answer of one cheap indexed query (the app instance's status and its organizatio
 When the answer is "not usable" (connection state outside ``keys.lifecycle.USABLE_STATES``,
 or the app instance suspended), the guard purges every cached DEK of that organization in
 this process and the caller refuses with ``AppSuspended``. So once a revocation commits,
-every process refuses within ~``DEK_GUARD_TTL_S`` of its next attempt, holding no plaintext
-key of that org any longer than that, whatever the cache's age limit. The revoking process
-also calls :func:`purge_org` directly (best after commit, with ``transaction.on_commit``), and
-a KMS refusal seen by the data plane purges at once.
+no process uses a key of that org more than ``DEK_GUARD_TTL_S`` later, whatever the cache's
+age limit; each process drops the org's keys from memory at its first attempt to use one
+(a process that stays idle keeps them, unusable, until then). The revoking process also
+calls :func:`purge_org` directly (best after commit, with ``transaction.on_commit``), and a
+KMS refusal seen by the data plane purges at once.
 
 The cost is at most one small query per app instance per process every 0.5 s, and none for
 an app instance that is idle. The clock is injectable (``clock=``) for tests.
@@ -35,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -49,6 +52,7 @@ DEFAULT_MAX_AGE_S = 300.0
 DEFAULT_MAX_USES = 100_000
 DEFAULT_MAX_ENTRIES = 1000
 DEFAULT_GUARD_TTL_S = 0.5
+_BYOK = str(AppInstance.Encryption.BYOK)
 
 
 class CachedKey:
@@ -57,13 +61,13 @@ class CachedKey:
     Callers read ``cipher``, ``org_id`` and ``app_instance_id``; only the cache writes.
     """
 
-    __slots__ = ("cipher", "org_id", "app_instance_id", "loaded_at", "uses")
+    __slots__ = ("cipher", "org_id", "app_instance_id", "expires_at", "uses")
 
-    def __init__(self, cipher: DataKeyCipher, org_id: int, app_instance_id: int, loaded_at):
+    def __init__(self, cipher: DataKeyCipher, org_id: int, app_instance_id: int, expires_at):
         self.cipher = cipher
         self.org_id = org_id
         self.app_instance_id = app_instance_id
-        self.loaded_at = loaded_at
+        self.expires_at = expires_at
         self.uses = 0
 
 
@@ -120,7 +124,7 @@ class DekCache:
             entry = self._entries.get(dek_id)
             if entry is None:
                 return None
-            if entry.uses >= self.max_uses or self.clock() - entry.loaded_at >= self.max_age_s:
+            if entry.uses >= self.max_uses or self.clock() >= entry.expires_at:
                 self._drop(dek_id)
                 return None
             entry.uses += 1
@@ -148,7 +152,7 @@ class DekCache:
         """Cache an unwrapped key; ``current`` marks it as the app's key for new records;
         ``uses`` counts uses the caller makes without :meth:`get` (the one that unwrapped)."""
         with self._lock:
-            entry = CachedKey(cipher, org_id, app_instance_id, self.clock())
+            entry = CachedKey(cipher, org_id, app_instance_id, self.clock() + self.max_age_s)
             entry.uses = uses
             self._entries[cipher.dek_id] = entry
             self._entries.move_to_end(cipher.dek_id)
@@ -162,8 +166,12 @@ class DekCache:
             del self._current[entry.app_instance_id]
 
     def _evict_overflow(self) -> None:
-        while len(self._entries) > max(self.max_entries, 0):
-            self._drop(next(iter(self._entries)))
+        entries = self._entries
+        while len(entries) > max(self.max_entries, 0):
+            # popitem is one atomic step, safe beside lease()'s unlocked move_to_end.
+            dek_id, entry = entries.popitem(last=False)
+            if self._current.get(entry.app_instance_id) == dek_id:
+                del self._current[entry.app_instance_id]
 
     def mark_current(self, app_instance_id: int, dek_id: int) -> None:
         """Make an already cached key the app's writing key (its age and uses carry on)."""
@@ -174,6 +182,13 @@ class DekCache:
     def discard(self, dek_id: int) -> None:
         with self._lock:
             self._drop(dek_id)
+
+    def discard_current(self, app_instance_id: int) -> None:
+        """Drop the app's current key from the cache (the next write unwraps it again)."""
+        with self._lock:
+            dek_id = self._current.get(app_instance_id)
+            if dek_id is not None:
+                self._drop(dek_id)
 
     def forget_current(self, app_instance_id: int) -> None:
         """Stop treating any cached key as the app's writing key (after a rotation)."""
@@ -210,6 +225,11 @@ class AppAccess:
     connection_state: str | None
     usable: bool
     reason: str  # customer-readable; empty when usable
+    #: usable and BYOK: the one flag the hot path tests.
+    ok: bool = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "ok", self.usable and self.encryption == _BYOK)
 
     @property
     def encryption_context(self) -> dict[str, str]:
@@ -236,7 +256,7 @@ class AccessGuard:
         self._fixed_ttl = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._seen: dict[int, tuple[float, AppAccess]] = {}
+        self._seen: dict[int, tuple[float, AppAccess]] = {}  # id → (fresh until, answer)
         self.configure()
 
     def configure(self) -> None:
@@ -255,7 +275,7 @@ class AccessGuard:
         now = self.clock()
         if not force:
             seen = self._seen.get(app_instance_id)
-            if seen is not None and now - seen[0] < self.ttl_s:
+            if seen is not None and now < seen[0]:
                 return seen[1]
         access = self._lookup(app_instance_id)
         if access is None:
@@ -265,7 +285,7 @@ class AccessGuard:
         if not access.usable:
             self._on_refused(access.org_id)
         with self._lock:
-            self._seen[app_instance_id] = (now, access)
+            self._seen[app_instance_id] = (now + self.ttl_s, access)  # (fresh until, answer)
         return access
 
     def forget_org(self, org_id: int) -> None:
@@ -338,9 +358,9 @@ def lookup_access(app_instance_id: int) -> AppAccess | None:
     )
 
 
-_BYOK = str(AppInstance.Encryption.BYOK)
 CACHE = DekCache()
 GUARD = AccessGuard(lookup=lookup_access, on_refused=CACHE.purge_org)
+_guard_memo = GUARD._seen.get  # the memo dict is only ever cleared, never replaced
 
 
 def lease(app_instance_id: int, dek_id: int | None = None):
@@ -352,27 +372,29 @@ def lease(app_instance_id: int, dek_id: int | None = None):
     and the key — ``dek_id``, or the app's current key when ``None`` — is cached, the app's
     own, and within its age and use limits (this counts one use).
     """
-    seen = GUARD._seen.get(app_instance_id)
-    if seen is None:
-        return None
-    checked_at, access = seen
-    if GUARD.clock() - checked_at >= GUARD.ttl_s or not access.usable or access.encryption != _BYOK:
+    now = GUARD.clock()  # the process-wide guard and cache share one clock
+    seen = _guard_memo(app_instance_id)
+    if seen is None or now >= seen[0] or not seen[1].ok:
         return None
     cache = CACHE
-    with cache._lock:
-        if dek_id is None:
-            dek_id = cache._current.get(app_instance_id)
-        entry = cache._entries.get(dek_id)
-        if (
-            entry is None
-            or entry.app_instance_id != app_instance_id
-            or entry.uses >= cache.max_uses
-            or cache.clock() - entry.loaded_at >= cache.max_age_s
-        ):
-            return None
-        entry.uses += 1
+    if dek_id is None:
+        dek_id = cache._current.get(app_instance_id)
+    entry = cache._entries.get(dek_id)
+    if (
+        entry is None
+        or entry.app_instance_id != app_instance_id
+        or entry.uses >= cache.max_uses
+        or now >= entry.expires_at
+    ):
+        return None
+    # No lock on this path (it costs as much as the rest): each step is one atomic operation
+    # under the GIL, and a use lost to a concurrent increment only stretches a soft limit.
+    entry.uses += 1
+    try:
         cache._entries.move_to_end(dek_id)
-    return access, entry.cipher
+    except KeyError:  # evicted or purged meanwhile: this one use still stands
+        pass
+    return seen[1], entry.cipher
 
 
 def purge_org(org_id: int) -> int:

@@ -60,6 +60,7 @@ _AAD3 = _PART_STRUCTS[3]
 _urandom = os.urandom
 # Below this size a ciphertext is sliced (a small copy); above it, viewed (no copy).
 _VIEW_FROM_BYTES = 4096
+_BODY = HEADER_BYTES + NONCE_BYTES
 
 
 def _aad(prefix: bytes, parts: Sequence[int]) -> bytes:
@@ -109,33 +110,46 @@ class DataKeyCipher:
     def __repr__(self) -> str:  # never the key
         return f"<DataKeyCipher dek_id={self.dek_id}>"
 
+    # seal/open are the data plane's hot path: the record case (three AAD parts) is inlined.
+
     def seal(self, plaintext: bytes, aad_parts: Sequence[int]) -> bytes:
         """Encrypt ``plaintext``; the result carries header and nonce (see module docstring)."""
         nonce = _urandom(NONCE_BYTES)
-        aad = _aad(self._aad_prefix, aad_parts)
+        try:
+            aad = self._aad_prefix + _AAD3.pack(*aad_parts)
+        except struct.error:
+            aad = _aad(self._aad_prefix, aad_parts)  # other part counts, or a ValueError
         return self._header + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, blob: bytes, aad_parts: Sequence[int]) -> bytes:
-        """Decrypt a ciphertext made by :meth:`seal` with the same AAD parts."""
+        """Decrypt a ciphertext made by :meth:`seal` with the same AAD parts.
+
+        The AAD is rebuilt from the ciphertext's *own* header, so a changed version or key id
+        fails authentication like any other changed byte; only then is the header examined,
+        for a precise message.
+        """
         size = len(blob)
-        if size < OVERHEAD_BYTES or blob[:HEADER_BYTES] != self._header:
-            self._refuse_header(blob)
-        body = blob if size < _VIEW_FROM_BYTES else memoryview(blob)
+        if size < OVERHEAD_BYTES:
+            raise DecryptionFailed("The ciphertext is too short to be an encrypted record.")
+        try:
+            aad = _AAD_LABEL + blob[:HEADER_BYTES] + _AAD3.pack(*aad_parts)
+        except struct.error:
+            aad = _aad(_AAD_LABEL + blob[:HEADER_BYTES], aad_parts)
         try:
             return self._aead.decrypt(
-                blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
-                body[HEADER_BYTES + NONCE_BYTES :],
-                _aad(self._aad_prefix, aad_parts),
+                blob[HEADER_BYTES:_BODY],
+                blob[_BODY:] if size < _VIEW_FROM_BYTES else memoryview(blob)[_BODY:],
+                aad,
             )
         except InvalidTag:
-            raise DecryptionFailed(
-                "The ciphertext failed authentication: it was changed, or it belongs to "
-                "another record, app or organization."
-            ) from None
-
-    def _refuse_header(self, blob) -> None:
-        _version, dek_id = parse_header(blob)  # raises for short blobs and unknown versions
-        raise DecryptionFailed(f"The ciphertext names data key #{dek_id}, not #{self.dek_id}.")
+            pass
+        _version, dek_id = parse_header(blob)  # raises for an unknown format version
+        if dek_id != self.dek_id:
+            raise DecryptionFailed(f"The ciphertext names data key #{dek_id}, not #{self.dek_id}.")
+        raise DecryptionFailed(
+            "The ciphertext failed authentication: it was changed, or it belongs to "
+            "another record, app or organization."
+        )
 
 
 def seal(*, dek: bytes, dek_id: int, plaintext: bytes, aad_parts: Sequence[int]) -> bytes:

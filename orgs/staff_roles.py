@@ -53,8 +53,17 @@ def sync_staff_groups(apps, schema_editor=None) -> None:
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
 
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
+    _apply(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+
+
+def sync_staff_groups_after_migrate(**kwargs) -> None:
+    """post_migrate: keep the groups exact after any migrate or test-database flush."""
+    from django.contrib.auth.models import Group, Permission
+
+    _apply(Group, Permission)
+
+
+def _apply(Group, Permission) -> None:
     for group_name, codes in STAFF_GROUP_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=group_name)
         perms = []

@@ -3,7 +3,6 @@
 import base64
 
 import botocore.exceptions
-import botocore.session
 import pytest
 from django.apps import apps
 from django.utils import timezone
@@ -43,34 +42,11 @@ class FakeClock:
         self.now += seconds
 
 
-class _SearchPaths(list):
-    def append(self, path):  # boto3 appends its data path once per session: keep one copy
-        if path not in self:
-            super().append(path)
-
-
-_shared_loaders: dict = {}
-
-
-def _shared_loader(search_path_string=None):
-    """One botocore data loader for every session of the test run: a fresh loader re-reads
-    ~1 MB of JSON models, so creating a client would cost ~0.3 s instead of ~0.02 s."""
-    loader = _shared_loaders.get(search_path_string)
-    if loader is None:
-        loader = _shared_loaders[search_path_string] = _original_create_loader(search_path_string)
-        loader._search_paths = _SearchPaths(loader.search_paths)
-    return loader
-
-
-_original_create_loader = botocore.session.create_loader
-
-
 @pytest.fixture(autouse=True)
-def moto(settings, monkeypatch):
+def moto(settings):
     """moto in-process, fresh sessions, clients, caches and hooks for every test."""
     settings.AWS_ENDPOINT_URL = None
     settings.AWS_MAX_ATTEMPTS = 1  # an injected timeout fails at once, no backoff sleeps
-    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
     hooks = list(aws.EVENT_HOOKS)
     _customer_clients.clear()
     with mock_aws():
@@ -273,6 +249,18 @@ def test_first_write_creates_one_dek_wrapped_in_both_regions_with_its_context(ap
     assert kms_calls.count("GenerateDataKey", PRIMARY) == 1
     assert kms_calls.count("Encrypt", SECONDARY) == 1
     assert kms_calls.count("GenerateDataKey") + kms_calls.count("Encrypt") == 2
+
+
+def test_provisioning_creates_the_current_dek_once(app, kms_calls):
+    AppInstance.objects.filter(pk=app.pk).update(status="provisioning")
+
+    first = dataplane.ensure_current_data_key(app)
+    again = dataplane.ensure_current_data_key(app)
+    record = dataplane.store_record(app_instance=app, kind="issue", plaintext=SECRET)
+
+    assert first == again == DataKey.objects.get(app_instance=app, is_current=True)
+    assert record.data_key_id == first.pk
+    assert kms_calls.count("GenerateDataKey") == 1
 
 
 @pytest.mark.parametrize("region", [PRIMARY, SECONDARY])
@@ -704,3 +692,23 @@ def test_live_read_check_reports_revocation_without_waiting_for_the_guard(app, c
 
     assert not ok
     assert "revoked" in detail
+
+
+def test_live_read_check_with_verify_kms_unwraps_the_dek_again(app, kms_calls):
+    dataplane.live_read_check(app)  # creates the data key
+    kms_calls.calls.clear()
+
+    ok, _detail = dataplane.live_read_check(app, verify_kms=True)
+
+    assert ok
+    assert kms_calls.calls == [("DescribeKey", PRIMARY), ("Decrypt", PRIMARY)]
+
+
+def test_purging_the_org_in_this_process_forces_a_kms_unwrap(app, kms_calls):
+    record = dataplane.store_record(app_instance=app, kind="issue", plaintext=SECRET)
+    kms_calls.calls.clear()
+
+    assert dek_cache.purge_org(app.site.organization_id) == 1
+    dataplane.read_record(app_instance=app, record_id=record.pk)
+
+    assert kms_calls.count("Decrypt") == 1

@@ -260,7 +260,7 @@ def test_guard_answers_none_for_a_missing_app(clock):
 def test_purge_org_clears_the_process_cache_and_guard_memo(monkeypatch, clock):
     monkeypatch.setattr(dek_cache.GUARD, "clock", clock)
     dek_cache.CACHE.put(cipher(77), org_id=123456, app_instance_id=654321)
-    dek_cache.GUARD._seen[654321] = (clock(), access(org_id=123456, app_id=654321))
+    dek_cache.GUARD._seen[654321] = (clock() + 1, access(org_id=123456, app_id=654321))
 
     assert dek_cache.purge_org(123456) == 1
 

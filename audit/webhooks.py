@@ -1,0 +1,567 @@
+"""SIEM delivery: every event of an organization POSTed to its webhook, signed, with retries.
+
+Each event is sent as CloudTrail JSON — ``{"Records": [<the record>]}``, the shape of a
+CloudTrail log file, so SIEM parsers for CloudTrail take it as is — with these headers:
+
+* ``X-BYOK-Timestamp``: Unix seconds when this attempt was signed;
+* ``X-BYOK-Signature``: ``sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``;
+* ``X-BYOK-Event-Id`` and ``X-BYOK-Delivery`` (stable across retries: receivers dedupe on it).
+
+A receiver recomputes the HMAC over the raw body, compares in constant time, and rejects a
+timestamp older than a few minutes (replay). Delivery is at least once.
+
+Reliability: an event's delivery row is written in the event's own transaction (a
+``post_save`` receiver, connected when this module is imported) and a Celery task sends it
+once that commits. A failed attempt is retried with exponential backoff (``AUDIT_WEBHOOK_*``); after
+the last attempt the delivery is marked failed and shown on the integrations page, where the
+admin can retry it. A sweeper (beat, every minute) creates deliveries the hook missed — by a
+per-webhook cursor over the org's chain, whose sequence numbers commit in order — and re-sends
+deliveries whose retry got lost.
+
+The shared secret is stored encrypted with Fernet (a key derived from ``SECRET_KEY`` by HKDF
+unless ``AUDIT_WEBHOOK_ENCRYPTION_KEYS`` is set) and is never shown again after saving.
+
+Destinations: https only; plain http and loopback addresses only with
+``AUDIT_WEBHOOK_ALLOW_LOOPBACK`` (DEBUG and tests). Private, link-local and other non-public
+addresses are refused (SSRF) at save time for literal addresses and at every attempt after DNS
+resolution, unless ``AUDIT_WEBHOOK_ALLOW_PRIVATE_NETWORKS``. Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import Q
+from django.db.models.signals import post_save
+from django.utils import timezone
+
+from audit.chain import chain_name_for
+from audit.models import AuditEvent, ChainHead, WebhookDelivery, WebhookEndpoint
+from audit.services import record_event
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "byok-portal-webhook/1"
+SIGNATURE_HEADER = "X-BYOK-Signature"
+TIMESTAMP_HEADER = "X-BYOK-Timestamp"
+#: A pending delivery whose attempt is this late is assumed lost and sent again.
+STALE_AFTER = timedelta(minutes=5)
+SWEEP_BATCH = 1000
+TEST_EVENT_NAME = "SendWebhookTestEvent"
+
+
+class WebhookRefused(Exception):
+    """A webhook setting or action the portal refuses; the message is for the org admin."""
+
+
+class DestinationRefused(Exception):
+    """The URL resolves to an address deliveries may not go to."""
+
+
+# --- The secret, encrypted at rest -------------------------------------------------------------
+
+
+def _derived_fernet_key(secret: str) -> bytes:
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"byok-portal",
+        info=b"audit webhook shared secrets v1",
+    )
+    return base64.urlsafe_b64encode(hkdf.derive(secret.encode()))
+
+
+def _fernet() -> MultiFernet:
+    keys = list(settings.AUDIT_WEBHOOK_ENCRYPTION_KEYS)
+    if not keys:
+        keys = [
+            _derived_fernet_key(k)
+            for k in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+        ]
+    return MultiFernet([Fernet(k) for k in keys])
+
+
+def encrypt_secret(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def decrypt_secret(token: str) -> bytes:
+    return _fernet().decrypt(token.encode())
+
+
+def signature_for(*, secret: bytes, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 over ``"<timestamp>.<body>"``."""
+    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def payload_for(event: AuditEvent) -> bytes:
+    return json.dumps({"Records": [event.record]}, separators=(",", ":")).encode()
+
+
+# --- Destinations ------------------------------------------------------------------------------
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if address.is_loopback:
+        return settings.AUDIT_WEBHOOK_ALLOW_LOOPBACK
+    if address.is_global:
+        return True
+    return settings.AUDIT_WEBHOOK_ALLOW_PRIVATE_NETWORKS and not address.is_multicast
+
+
+def validate_webhook_url(url: str) -> str:
+    """The URL if deliveries may go there; :class:`WebhookRefused` with the reason otherwise."""
+    url = (url or "").strip()
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 — raises ValueError for a bad port
+    except ValueError as exc:
+        raise WebhookRefused("Enter a valid URL.") from exc
+    if parts.scheme not in ("https", "http") or not host:
+        raise WebhookRefused("Enter an https:// URL.")
+    if parts.username or parts.password:
+        raise WebhookRefused("Leave credentials out of the URL: the shared secret signs requests.")
+    loopback = _is_loopback_host(host)
+    if loopback and not settings.AUDIT_WEBHOOK_ALLOW_LOOPBACK:
+        raise WebhookRefused("The webhook must be reachable on the internet.")
+    if parts.scheme == "http" and not loopback:
+        raise WebhookRefused("Use https:// — events are only sent over TLS.")
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and not _address_allowed(literal):
+        raise WebhookRefused("The webhook must be reachable on the internet.")
+    return url
+
+
+def _check_destination(url: str) -> None:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {parts.hostname}: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not _address_allowed(address):
+            raise DestinationRefused(
+                f"{parts.hostname} resolves to {address}, which is not a public address."
+            )
+
+
+@dataclass(frozen=True)
+class PostOutcome:
+    ok: bool
+    status_code: int | None
+    error: str
+    permanent: bool = False
+
+
+def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection for ``url`` (through ``AUDIT_WEBHOOK_PROXY`` if set) and the request path."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = urlsplit(settings.AUDIT_WEBHOOK_PROXY) if settings.AUDIT_WEBHOOK_PROXY else None
+    host, connect_port = (proxy.hostname, proxy.port or 3128) if proxy else (parts.hostname, port)
+    if secure:
+        connection = http.client.HTTPSConnection(
+            host, connect_port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(host, connect_port, timeout=timeout)
+    if proxy:
+        connection.set_tunnel(parts.hostname, port)
+    return connection, path
+
+
+def post_signed(*, url: str, secret: bytes, body: bytes, headers: dict) -> PostOutcome:
+    """One signed POST (stdlib ``http.client``: a timeout, TLS verified, no redirects)."""
+    try:
+        validate_webhook_url(url)
+        _check_destination(url)
+    except (WebhookRefused, DestinationRefused) as exc:
+        return PostOutcome(False, None, str(exc), permanent=True)
+    except OSError as exc:
+        return PostOutcome(False, None, str(exc))
+    timestamp = str(int(time.time()))
+    all_headers = {
+        **headers,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: signature_for(secret=secret, timestamp=timestamp, body=body),
+    }
+    connection, path = _connection(url, settings.AUDIT_WEBHOOK_TIMEOUT_S)
+    try:
+        connection.request("POST", path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        detail = response.read(200).decode("utf-8", "replace").strip()
+        status = response.status
+    except (http.client.HTTPException, OSError) as exc:
+        return PostOutcome(False, None, f"{type(exc).__name__}: {exc}")
+    finally:
+        connection.close()
+    if 200 <= status < 300:
+        return PostOutcome(True, status, "")
+    # Redirects are not followed: the signed request was meant for this URL only.
+    return PostOutcome(False, status, f"HTTP {status} {response.reason} {detail}".strip()[:300])
+
+
+# --- Tenant-scoped reads ---------------------------------------------------------------------
+
+
+def endpoint_of(org) -> WebhookEndpoint | None:
+    return WebhookEndpoint.objects.filter(organization=org).first()
+
+
+def recent_deliveries_of(org, *, limit: int = 50) -> list[WebhookDelivery]:
+    return list(
+        WebhookDelivery.objects.filter(endpoint__organization=org)
+        .select_related("event")
+        .order_by("-id")[:limit]
+    )
+
+
+# --- Configuration (org admin) ----------------------------------------------------------------
+
+
+@transaction.atomic
+def configure_webhook(
+    *, org, actor, url: str, secret: str = "", enabled: bool = True, source_ip: str = ""
+) -> WebhookEndpoint:
+    """Create or change the org's webhook. An empty ``secret`` keeps the current one."""
+    url = validate_webhook_url(url)
+    endpoint = WebhookEndpoint.objects.select_for_update().filter(organization=org).first()
+    now = timezone.now()
+    created = endpoint is None
+    if created:
+        if not secret:
+            raise WebhookRefused("Enter a shared secret.")
+        head = ChainHead.objects.filter(chain=chain_name_for(org.pk)).first()
+        start = head.sequence if head else 0
+        endpoint = WebhookEndpoint(organization=org, start_sequence=start, swept_sequence=start)
+    endpoint.url = url
+    endpoint.enabled = enabled
+    if secret:
+        endpoint.secret_encrypted = encrypt_secret(secret)
+        endpoint.secret_set_at = now
+    endpoint.save()
+    forget_webhook_orgs()
+    record_event(
+        org=org,
+        actor=actor,
+        event_name="PutWebhookConfiguration",
+        source_ip=source_ip,
+        # Never the secret: only that it changed.
+        request_parameters={"url": url, "enabled": enabled, "secretChanged": bool(secret)},
+        response_elements={"created": created},
+    )
+    return endpoint
+
+
+@transaction.atomic
+def remove_webhook(*, org, actor, source_ip: str = "") -> None:
+    endpoint = WebhookEndpoint.objects.select_for_update().filter(organization=org).first()
+    if endpoint is None:
+        raise WebhookRefused("There is no webhook to remove.")
+    url = endpoint.url
+    endpoint.delete()  # and its delivery log
+    forget_webhook_orgs()
+    record_event(
+        org=org,
+        actor=actor,
+        event_name="DeleteWebhookConfiguration",
+        source_ip=source_ip,
+        request_parameters={"url": url},
+    )
+
+
+@transaction.atomic
+def send_test_event(*, org, actor, source_ip: str = "") -> WebhookDelivery:
+    """Record a test event (an audited portal action) and deliver it like any other."""
+    endpoint = WebhookEndpoint.objects.filter(organization=org).first()
+    if endpoint is None:
+        raise WebhookRefused("Save a webhook first.")
+    if not endpoint.enabled:
+        raise WebhookRefused("The webhook is paused: enable it to send a test event.")
+    event = record_event(
+        org=org,
+        actor=actor,
+        event_name=TEST_EVENT_NAME,
+        source_ip=source_ip,
+        request_parameters={"url": endpoint.url},
+    )
+    delivery = enqueue_delivery(event)
+    if delivery is None:  # cannot happen: the endpoint is enabled and the event is new
+        raise WebhookRefused("The test event could not be queued.")
+    return delivery
+
+
+@transaction.atomic
+def retry_delivery(*, org, actor, delivery_id: int, source_ip: str = "") -> WebhookDelivery:
+    delivery = (
+        WebhookDelivery.objects.select_for_update()
+        .filter(endpoint__organization=org, pk=delivery_id)
+        .first()
+    )
+    if delivery is None:
+        raise WebhookRefused("No such delivery.")
+    if delivery.status != WebhookDelivery.Status.FAILED:
+        raise WebhookRefused("Only a failed delivery can be retried.")
+    delivery.status = WebhookDelivery.Status.PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = None
+    delivery.save(update_fields=["status", "attempts", "next_attempt_at"])
+    record_event(
+        org=org,
+        actor=actor,
+        event_name="RetryWebhookDelivery",
+        source_ip=source_ip,
+        request_parameters={"deliveryId": delivery.pk, "eventId": str(delivery.event.event_id)},
+    )
+    _send_later(delivery.pk)
+    return delivery
+
+
+# --- Enqueueing ---------------------------------------------------------------------------------
+
+
+def enqueue_delivery(event: AuditEvent) -> WebhookDelivery | None:
+    """The delivery of one recorded event, if its org has an enabled webhook; sent on commit.
+
+    Called in the event's own transaction (an outbox: the delivery row commits with the
+    event, or not at all). Idempotent: an event gets one delivery per webhook, whoever asks
+    first (the hook, the sweeper or a test event).
+    """
+    if event.organization_id is None:
+        return None
+    endpoint = WebhookEndpoint.objects.filter(
+        organization_id=event.organization_id, enabled=True
+    ).first()
+    if endpoint is None or event.sequence <= endpoint.start_sequence:
+        return None
+    delivery, created = WebhookDelivery.objects.get_or_create(endpoint=endpoint, event=event)
+    if created:
+        _send_later(delivery.pk)
+    return delivery
+
+
+def _send_later(delivery_id: int) -> None:
+    def send():
+        from audit.tasks import deliver_webhook
+
+        deliver_webhook.delay(delivery_id)
+
+    # robust: a broker hiccup must not fail the caller's committed work (the sweeper resends).
+    transaction.on_commit(send, robust=True)
+
+
+# Which orgs have an enabled webhook, per process, for a few seconds: recording an event of an
+# org without one (nearly all of them) costs no query and no on-commit callback. A process
+# that has not seen a new webhook yet leaves its events to the sweeper (within a minute).
+_WEBHOOK_ORGS: dict = {"ids": frozenset(), "loaded_at": None}
+_WEBHOOK_ORGS_LOCK = threading.Lock()
+
+
+def _orgs_with_webhooks() -> frozenset[int]:
+    now = time.monotonic()
+    with _WEBHOOK_ORGS_LOCK:
+        loaded_at = _WEBHOOK_ORGS["loaded_at"]
+        if loaded_at is not None and now - loaded_at < settings.AUDIT_WEBHOOK_ORG_CACHE_S:
+            return _WEBHOOK_ORGS["ids"]
+    ids = frozenset(
+        WebhookEndpoint.objects.filter(enabled=True).values_list("organization_id", flat=True)
+    )
+    with _WEBHOOK_ORGS_LOCK:
+        _WEBHOOK_ORGS.update(ids=ids, loaded_at=now)
+    return ids
+
+
+def forget_webhook_orgs() -> None:
+    with _WEBHOOK_ORGS_LOCK:
+        _WEBHOOK_ORGS.update(ids=frozenset(), loaded_at=None)
+
+
+def _on_event_saved(sender, instance: AuditEvent, created: bool, raw: bool = False, **kwargs):
+    if not created or raw or instance.organization_id is None:
+        return
+    if instance.organization_id not in _orgs_with_webhooks():
+        return
+    try:
+        with transaction.atomic():  # a savepoint: a failure here never undoes the event
+            enqueue_delivery(instance)
+    except DatabaseError:
+        log.exception("Could not queue the webhook delivery of event %s", instance.pk)
+
+
+post_save.connect(
+    _on_event_saved, sender=AuditEvent, dispatch_uid="audit.webhooks.enqueue_delivery"
+)
+
+
+# --- Delivering ---------------------------------------------------------------------------------
+
+
+def backoff_seconds(attempt: int) -> float:
+    """The wait after failed attempt ``attempt`` (1-based): base × 2^(attempt−1), capped."""
+    base = settings.AUDIT_WEBHOOK_BACKOFF_BASE_S
+    return min(settings.AUDIT_WEBHOOK_BACKOFF_MAX_S, base * 2 ** max(0, attempt - 1))
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status: str
+    retry_in: float | None = None
+
+
+def attempt_delivery(*, delivery_id: int) -> AttemptResult:
+    """One attempt of one delivery; says whether (and when) to try again. Idempotent."""
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update()
+            .select_related("endpoint", "event")
+            .filter(pk=delivery_id)
+            .first()
+        )
+        if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+            return AttemptResult(delivery.status if delivery else "gone")
+        endpoint = delivery.endpoint
+        if not endpoint.enabled:
+            return AttemptResult("paused")  # the sweeper resumes it once enabled again
+        delivery.attempts += 1
+        delivery.last_attempt_at = timezone.now()
+        delivery.save(update_fields=["attempts", "last_attempt_at"])
+        attempt = delivery.attempts
+        url, token = endpoint.url, endpoint.secret_encrypted
+        event = delivery.event
+    try:
+        secret = decrypt_secret(token)
+    except InvalidToken:
+        outcome = PostOutcome(
+            False,
+            None,
+            "The stored secret cannot be decrypted (the portal's key changed): "
+            "enter the secret again.",
+            permanent=True,
+        )
+    else:
+        outcome = post_signed(
+            url=url,
+            secret=secret,
+            body=payload_for(event),
+            headers={
+                "X-BYOK-Event-Id": str(event.event_id),
+                "X-BYOK-Delivery": str(delivery_id),
+                "X-BYOK-Attempt": str(attempt),
+            },
+        )
+    return _record_outcome(delivery_id, attempt, outcome)
+
+
+@transaction.atomic
+def _record_outcome(delivery_id: int, attempt: int, outcome: PostOutcome) -> AttemptResult:
+    delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
+    if delivery is None:
+        return AttemptResult("gone")
+    now = timezone.now()
+    retry_in = None
+    if outcome.ok:
+        delivery.status = WebhookDelivery.Status.DELIVERED
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+    elif outcome.permanent or attempt >= settings.AUDIT_WEBHOOK_MAX_ATTEMPTS:
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.next_attempt_at = None
+    else:
+        retry_in = backoff_seconds(attempt)
+        delivery.next_attempt_at = now + timedelta(seconds=retry_in)
+    delivery.last_status_code = outcome.status_code
+    delivery.last_error = outcome.error[:500]
+    delivery.history = [
+        *delivery.history[-(settings.AUDIT_WEBHOOK_MAX_ATTEMPTS * 2) :],
+        {
+            "attempt": attempt,
+            "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "statusCode": outcome.status_code,
+            "error": outcome.error[:200],
+            "retryInS": retry_in,
+        },
+    ]
+    delivery.save()
+    return AttemptResult(delivery.status, retry_in)
+
+
+def sweep_deliveries(*, now: datetime | None = None) -> dict:
+    """Beat: create deliveries the commit hook missed, and re-send lost retries."""
+    from audit.tasks import deliver_webhook
+
+    now = now or timezone.now()
+    created = resent = 0
+    for endpoint in WebhookEndpoint.objects.filter(enabled=True):
+        start = max(endpoint.start_sequence, endpoint.swept_sequence)
+        events = list(
+            AuditEvent.objects.filter(
+                chain=chain_name_for(endpoint.organization_id), sequence__gt=start
+            )
+            .order_by("sequence")
+            .values_list("pk", "sequence")[:SWEEP_BATCH]
+        )
+        if not events:
+            continue
+        have = set(
+            WebhookDelivery.objects.filter(
+                endpoint=endpoint, event_id__in=[pk for pk, _ in events]
+            ).values_list("event_id", flat=True)
+        )
+        for pk, _sequence in events:
+            if pk in have:
+                continue
+            delivery, was_created = WebhookDelivery.objects.get_or_create(
+                endpoint=endpoint, event_id=pk
+            )
+            if was_created:
+                created += 1
+                _send_later(delivery.pk)
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(swept_sequence=events[-1][1])
+    lost = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, endpoint__enabled=True
+    ).filter(
+        Q(next_attempt_at__lt=now - STALE_AFTER)
+        | Q(next_attempt_at__isnull=True, created_at__lt=now - STALE_AFTER)
+    )
+    for delivery_id in lost.values_list("pk", flat=True)[:SWEEP_BATCH]:
+        resent += 1
+        deliver_webhook.delay(delivery_id)
+    return {"created": created, "resent": resent}

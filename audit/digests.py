@@ -372,7 +372,8 @@ def verify_chain(chain: str) -> ChainBreak | None:
 
     def links_checked_against_digests():
         previous = None  # checked when the next link is asked for: verify_links accepted it
-        for link in _links(chain, first=head.base_sequence):
+        # Up to the head as read above: events appended meanwhile are checked next time.
+        for link in _links(chain, first=head.base_sequence, last=head.sequence):
             if previous is not None and _digest_mismatch(previous, signed, mismatch):
                 return
             previous = link
@@ -390,6 +391,8 @@ def verify_chain(chain: str) -> ChainBreak | None:
     )
     if mismatch and (brk is None or brk.sequence >= mismatch[0].sequence):
         return mismatch[0]
+    if brk is None:
+        brk = _link_beyond_head(chain)
     if brk is None and signed and max(signed) > head.sequence:
         newest = signed[max(signed)]
         return ChainBreak(
@@ -400,6 +403,36 @@ def verify_chain(chain: str) -> ChainBreak | None:
             "but are missing",
         )
     return brk
+
+
+def _link_beyond_head(chain: str) -> ChainBreak | None:
+    """A row past the chain head was inserted: an append moves the head in its transaction.
+
+    The rows are read before the head, so an append committing in between is not mistaken
+    for an insertion.
+    """
+    last = (
+        AuditEvent.objects.filter(chain=chain)
+        .order_by("-sequence")
+        .values_list("sequence", "event_id")
+        .first()
+    )
+    head_sequence = ChainHead.objects.filter(chain=chain).values_list("sequence", flat=True)[0]
+    if last is None or last[0] <= head_sequence:
+        return None
+    first_extra = (
+        AuditEvent.objects.filter(chain=chain, sequence__gt=head_sequence)
+        .order_by("sequence")
+        .values_list("sequence", "event_id")
+        .first()
+    )
+    sequence, event_id = first_extra or last
+    return ChainBreak(
+        chain,
+        sequence,
+        str(event_id),
+        f"lies beyond the chain head (link {head_sequence}): an event was inserted",
+    )
 
 
 def _digest_mismatch(link, signed: dict, found: list) -> bool:

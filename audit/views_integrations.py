@@ -10,7 +10,7 @@ from pathlib import Path
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from audit import digests, ingestion, webhooks
 from audit.forms_integrations import CloudTrailSourceForm, WebhookForm
@@ -158,7 +158,7 @@ def delivery_retry(request, org, delivery_id: int):
     return _back(org)
 
 
-@require_GET
+@require_safe
 def public_key_pem(request):
     """The portal's Ed25519 public key (PEM): checks the signed digests in exports."""
     try:
@@ -176,7 +176,7 @@ def public_key_pem(request):
     return response
 
 
-@require_GET
+@require_safe
 def verifier_source(request):
     """The stand-alone offline verifier (``audit/verify.py``), to run next to an export."""
     source = (Path(__file__).resolve().parent / "verify.py").read_bytes()

@@ -562,11 +562,3 @@ def _note_failure(app_id: int, reason: str, *, force: bool = False) -> None:
 def forget_health_throttle() -> None:
     """Tests: let the next read or failure write its AppDataHealth row again."""
     _health_written.clear()
-
-
-def ensure_current_data_key(app_instance) -> DataKey:
-    """Make sure the app instance has a current data key (creating it under the customer's
-    key if needed) and return it. Used when a new BYOK app instance is provisioned."""
-    app_id = _app_id(app_instance)
-    _writing_cipher(_access(app_id))
-    return DataKey.objects.get(app_instance_id=app_id, is_current=True)

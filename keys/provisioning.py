@@ -33,3 +33,20 @@ def activate_app_instance(*, app_instance_id: int) -> int:
             response_elements={"status": locked.status, "dataKeyId": data_key.pk},
         )
     return instance.pk
+
+
+def record_read_check(*, app_instance_id: int) -> bool:
+    """A live read through the data plane in *this* process, recorded as ``AppReadCheck``."""
+    from keys.dataplane import live_read_check
+
+    instance = AppInstance.objects.select_related("site__organization").get(pk=app_instance_id)
+    readable, detail = live_read_check(instance)
+    record_event(
+        org=instance.site.organization,
+        user_identity={"type": "AWSService", "invokedBy": "byok-portal-worker"},
+        event_name="AppReadCheck",
+        read_only=True,
+        request_parameters={"appInstanceId": instance.pk},
+        response_elements={"readable": readable, "detail": detail[:300]},
+    )
+    return readable

@@ -49,3 +49,11 @@ def activate_app_instances(app_instance_ids: list[int]) -> list[int]:
     if not isinstance(app_instance_ids, list):
         raise ValueError("expected a list of app instance ids")
     return [activate_app_instance(app_instance_id=_positive_id(i)) for i in app_instance_ids]
+
+
+@shared_task(acks_late=True)
+def run_read_check_task(app_instance_id: int) -> bool:
+    """Read one record of the app from this worker and audit the outcome (support diagnostics)."""
+    from keys.provisioning import record_read_check
+
+    return record_read_check(app_instance_id=_positive_id(app_instance_id))

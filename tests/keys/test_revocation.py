@@ -222,3 +222,30 @@ def test_a_disabled_exception_in_the_data_plane_revokes_at_once(byok_org, inject
     with pytest.raises(AppSuspended):
         _read(app, record)
     assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.REVOKED
+
+
+def test_revoke_page_demands_the_typed_name_and_the_password(client, byok_org):
+    org = byok_org["org"]
+    client.force_login(byok_org["admin"])
+    url = f"/orgs/{org.pk}/byok/revoke/"
+    page = client.get(url).content.decode()
+    assert "Every BYOK app of" in page
+    wrong = client.post(url, {"reason": "x", "confirm_name": "acme test", "password": "nope"})
+    body = wrong.content.decode()
+    assert "Type Acme Test exactly" in body and "That is not your password" in body
+    assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.ACTIVE
+    from tests.factories import PASSWORD
+
+    ok = client.post(url, {"reason": "drill", "confirm_name": "Acme Test", "password": PASSWORD})
+    assert ok.status_code == 302
+    assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.REVOKED
+
+
+def test_members_cannot_revoke_or_restore(client, byok_org):
+    from tests.factories import org_member
+
+    org = byok_org["org"]
+    client.force_login(org_member(org))
+    assert client.post(f"/orgs/{org.pk}/byok/revoke/", {"reason": "x"}).status_code == 403
+    assert client.post(f"/orgs/{org.pk}/byok/restore/", {"confirm": "on"}).status_code == 403
+    assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.ACTIVE

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 HOUR = "hour"
 DAY = "day"
-DEFAULT_DAYS = 7  # shown when the admin gives no start: today and the 6 days before
+DEFAULT_HOURS = 24  # shown when the admin gives no start: this hour and the 23 before
 MAX_HOURLY_SPAN = timedelta(days=3)  # longer ranges are drawn by day
-MAX_DAYS = 180  # longer ranges: the chart shows their most recent 180 days
+MAX_DAYS = 92  # longer ranges: the chart shows their most recent 92 days
 
 WIDTH = 800
 HEIGHT = 220
@@ -55,9 +55,14 @@ def truncate(moment: datetime, unit: str) -> datetime:
 
 
 def chart_window(*, start: datetime | None, end: datetime | None, now: datetime) -> ChartWindow:
-    """The drawn range: the filter's range, else the last 7 days; by hour up to 3 days."""
+    """The drawn range: the filter's range, else the last 24 hours; by hour up to 3 days.
+
+    The chart counts every event of its range (one aggregate query over the same indexes as
+    the list), so its cost grows with the range: the default stays at a day, and a range
+    longer than ``MAX_DAYS`` is drawn for its most recent days only.
+    """
     end = end or now
-    start = start or truncate(end, DAY) - timedelta(days=DEFAULT_DAYS - 1)
+    start = start or truncate(end, HOUR) - timedelta(hours=DEFAULT_HOURS - 1)
     if end - start <= MAX_HOURLY_SPAN:
         return ChartWindow(start, end, HOUR)
     earliest = truncate(end, DAY) - timedelta(days=MAX_DAYS - 1)
@@ -111,6 +116,7 @@ class Chart:
     top: int = TOP
     baseline: int = TOP + PLOT_H
     right_edge: int = LEFT + PLOT_W
+    max_days: int = MAX_DAYS
 
     @property
     def unit(self) -> str:

@@ -353,16 +353,27 @@ def verify_chain(chain: str) -> ChainBreak | None:
     A rewritten chain (every hash recomputed after an edit) still verifies link by link; the
     signed digests catch it: the link a digest names must still hash to the signed value.
     """
+    # The newest digest is read before the head: a head behind it was truncated (heads only
+    # grow), whatever was appended or signed meanwhile.
+    newest = ChainDigest.objects.filter(chain=chain).order_by("-sequence").first()
     head = ChainHead.objects.filter(chain=chain).first()
     if head is None:
         return None
+    if newest is not None and newest.sequence > head.sequence:
+        return ChainBreak(
+            chain,
+            head.sequence + 1,
+            None,
+            f"links up to {newest.sequence} were signed at {_utc_text(newest.signed_at)} "
+            f"but the chain ends at link {head.sequence}: its newest events were removed",
+        )
     brk = _check_base(head)
     if brk is not None:
         return brk
     digests = list(
-        ChainDigest.objects.filter(chain=chain, sequence__gte=head.base_sequence).order_by(
-            "sequence"
-        )
+        ChainDigest.objects.filter(
+            chain=chain, sequence__gte=head.base_sequence, sequence__lte=head.sequence
+        ).order_by("sequence")
     )
     brk = _check_digest_signatures(chain, digests)
     if brk is not None:
@@ -393,15 +404,6 @@ def verify_chain(chain: str) -> ChainBreak | None:
         return mismatch[0]
     if brk is None:
         brk = _link_beyond_head(chain)
-    if brk is None and signed and max(signed) > head.sequence:
-        newest = signed[max(signed)]
-        return ChainBreak(
-            chain,
-            head.sequence + 1,
-            None,
-            f"links up to {newest.sequence} were signed at {_utc_text(newest.signed_at)} "
-            "but are missing",
-        )
     return brk
 
 

@@ -18,10 +18,9 @@ cover the same events even while new ones are recorded.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -57,6 +56,8 @@ CSV_COLUMNS = [
 # Spreadsheets run cells that start with these as formulas (CSV injection); such cells get a
 # leading apostrophe. The record column is JSON and always starts with "{".
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_NEEDS_QUOTES = re.compile(r'[",\r\n]')
+_SPECIAL = re.compile(r'^[=+\-@\t\r]|[",\r\n]')
 
 
 def batches(queryset, fields: tuple[str, ...], *, size: int = BATCH_SIZE) -> Iterator[list]:
@@ -85,10 +86,23 @@ def _iso(moment: datetime) -> str:
 
 
 def _cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+    """One CSV field (RFC 4180), defused for spreadsheets."""
+    if not _SPECIAL.search(value):
+        return value  # the usual case: one regex scan
+    if value.startswith(_FORMULA_PREFIXES):
+        value = "'" + value
+    if _NEEDS_QUOTES.search(value):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
 
 
 def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
+    """CSV lines built directly: the csv module's per-character quoting of the record JSON
+    (about 1 KB, full of quotes) cost five times the rest of the export together."""
     queryset = selectors.with_record_text(
         selectors.export_events(org=org, filters=filters, up_to_sequence=upper)
     )
@@ -105,28 +119,12 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
         "sequence",
         "record_text",
     )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
+    yield ",".join(CSV_COLUMNS) + "\r\n"
     for rows in batches(queryset, fields):
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerows(
-            (
-                _iso(time),
-                str(event_id),
-                kind,
-                _cell(source),
-                _cell(name),
-                _cell(principal),
-                _cell(key_arn),
-                _cell(region),
-                _cell(error),
-                _cell(request_id),
-                sequence,
-                record,
-            )
+        yield "".join(
+            f"{_iso(time)},{event_id},{kind},{_cell(source)},{_cell(name)},"
+            f"{_cell(principal)},{_cell(key_arn)},{_cell(region)},{_cell(error)},"
+            f"{_cell(request_id)},{sequence},{_quoted(record)}\r\n"
             for (
                 time,
                 _pk,
@@ -143,7 +141,6 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
                 record,
             ) in rows
         )
-        yield buffer.getvalue()
 
 
 def json_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:

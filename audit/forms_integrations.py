@@ -43,6 +43,10 @@ class CloudTrailSourceForm(forms.Form):
     )
     enabled = forms.BooleanField(label="Import new log files automatically", required=False)
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "cloudtrail_%s")  # unique ids: two forms share the page
+        super().__init__(*args, **kwargs)
+
     def clean_bucket(self):
         bucket = self.cleaned_data["bucket"].strip()
         if not BUCKET_RE.match(bucket) or ".." in bucket:
@@ -82,12 +86,12 @@ class WebhookForm(forms.Form):
     enabled = forms.BooleanField(label="Send events", required=False)
 
     def __init__(self, *args, has_secret: bool = False, **kwargs):
+        kwargs.setdefault("auto_id", "webhook_%s")
         super().__init__(*args, **kwargs)
         self.has_secret = has_secret
         if has_secret:
-            self.fields["secret"].help_text = (
-                "A secret is set. Leave this empty to keep it, or enter a new one to replace it."
-            )
+            kept = "A secret is set. Leave this empty to keep it, or enter a new one to replace it."
+            self.fields["secret"].help_text = kept
 
     def clean_url(self):
         try:

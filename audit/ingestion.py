@@ -17,6 +17,9 @@ What is kept depends on the source's scope:
   (``{"Records", "Chain", "Digests"}``) is a valid log file, and its records are imported as
   they are (``Chain`` and ``Digests`` are ignored: they vouch for the exporting org's chain).
 
+Either way, the portal's own reads of the trail bucket (S3 data events of the BYOK role's
+sessions) are left out: imported, every read would be logged again, file after file.
+
 Records are de-duplicated by ``eventID`` within the organization's chain (the model's unique
 constraint is per chain), so the same event may live in two organizations but never twice in
 one. Records older than the retention period are dropped: retention would delete them at once.
@@ -183,11 +186,12 @@ class ByokMatcher:
         )
 
     @property
-    def _session_prefix(self) -> str:
+    def session_prefix(self) -> str:
+        """ARNs of sessions of the BYOK role start with this."""
         return f"arn:aws:sts::{self.account_id}:assumed-role/{self.role_name}/"
 
     def touches(self, record: dict) -> bool:
-        prefix = self._session_prefix
+        prefix = self.session_prefix
         for part in (
             "resources",
             "requestParameters",
@@ -229,6 +233,29 @@ def _strings(value, depth: int = 0) -> Iterator[str]:
 class _Everything:
     def touches(self, record: dict) -> bool:
         return True
+
+
+@dataclass(frozen=True)
+class _WithoutOwnReads:
+    """Leaves out the portal's own reads of the trail bucket (S3 data events, if the trail
+    logs them): imported, each read would be logged again, and again, file after file."""
+
+    inner: object
+    bucket: str
+    session_prefix: str
+
+    def touches(self, record: dict) -> bool:
+        params = record.get("requestParameters")
+        identity = record.get("userIdentity")
+        if (
+            record.get("eventSource") == "s3.amazonaws.com"
+            and isinstance(params, dict)
+            and params.get("bucketName") == self.bucket
+            and isinstance(identity, dict)
+            and str(identity.get("arn", "")).startswith(self.session_prefix)
+        ):
+            return False
+        return self.inner.touches(record)
 
 
 # --- Parsing ---------------------------------------------------------------------------------
@@ -347,10 +374,11 @@ def ingest_source(*, source_id: int) -> IngestionRun:
             run,
             f"Key access is {connection.get_state_display().lower()}: imports are paused.",
         )
-    matcher = (
-        _Everything()
-        if source.scope == CloudTrailSource.Scope.ALL
-        else ByokMatcher.for_connection(connection)
+    byok = ByokMatcher.for_connection(connection)
+    matcher = _WithoutOwnReads(
+        _Everything() if source.scope == CloudTrailSource.Scope.ALL else byok,
+        bucket=source.bucket,
+        session_prefix=byok.session_prefix,
     )
     try:
         session = aws.assume_customer_role(

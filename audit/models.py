@@ -167,7 +167,7 @@ class CloudTrailSource(models.Model):
     """Where an organization's trail writes its log files, read through the assumed role."""
 
     class Scope(models.TextChoices):
-        BYOK = "byok", "Only events that touch our BYOK keys or role"
+        BYOK = "byok", "Only events that touch your BYOK keys or role"
         ALL = "all", "Every event in the bucket and prefix"
 
     organization = models.OneToOneField(

@@ -9,6 +9,7 @@ or that this server did not issue is refused with :class:`InvalidCursor`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -136,38 +137,46 @@ def keyset_page(
 class EstimatedCountPaginator(Paginator):
     """A paginator for the admin on a table that grows without bound (audit events).
 
-    An unfiltered list takes PostgreSQL's own row estimate (``pg_class.reltuples``, kept by
-    ANALYZE / autovacuum) instead of ``COUNT(*)`` over millions of rows; a filtered list is
-    counted exactly, but only up to ``count_cap`` rows (a bounded ``LIMIT`` subquery).
+    On PostgreSQL it never counts more than ``count_cap`` rows: an unfiltered list takes the
+    table's row estimate (``pg_class.reltuples``, kept by ANALYZE and autovacuum); a filtered
+    list is counted exactly up to the cap (a ``LIMIT`` subquery), and beyond it takes the
+    planner's estimate of the filtered query. Elsewhere (SQLite: small tables) it counts.
     Use it with ``show_full_result_count = False``.
     """
 
-    count_cap = 10_000
+    count_cap = 1000
 
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        if isinstance(queryset, QuerySet):
-            estimate = self._table_estimate(queryset)
+        if not isinstance(queryset, QuerySet) or connections[queryset.db].vendor != "postgresql":
+            return super().count
+        if not queryset.query.where:
+            estimate = _table_estimate(queryset)
             if estimate is not None:
                 return estimate
-            return queryset[: self.count_cap].count()
-        return super().count
+        exact = queryset[: self.count_cap + 1].count()
+        if exact <= self.count_cap:
+            return exact
+        return max(exact, _planner_estimate(queryset))
 
-    @staticmethod
-    def _table_estimate(queryset: QuerySet) -> int | None:
-        if queryset.query.where or queryset.query.is_sliced:
-            return None
-        connection = connections[queryset.db]
-        if connection.vendor != "postgresql":
-            return None
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                [queryset.model._meta.db_table],
-            )
-            row = cursor.fetchone()
-        # -1 (never analysed) or 0: too young a table to trust the estimate; count it.
-        if row is None or row[0] <= 0:
-            return None
-        return int(row[0])
+
+def _table_estimate(queryset: QuerySet) -> int | None:
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            [queryset.model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    # -1 (never analysed) or 0: too young a table to trust the estimate; count it.
+    return int(row[0]) if row is not None and row[0] > 0 else None
+
+
+def _planner_estimate(queryset: QuerySet) -> int:
+    sql, params = queryset.order_by().query.sql_with_params()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])

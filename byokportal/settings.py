@@ -208,6 +208,8 @@ DEK_CACHE_MAX_USES = env.int("DEK_CACHE_MAX_USES", default=100_000)
 DEK_CACHE_MAX_ENTRIES = env.int("DEK_CACHE_MAX_ENTRIES", default=1000)
 # How stale a process's view of a connection's state may be: bounds revocation latency.
 DEK_GUARD_TTL_S = env.float("DEK_GUARD_TTL_S", default=0.5)
+# A data key older than this is replaced for new writes (bounds nonces per key).
+DEK_ROTATE_AFTER_S = env.float("DEK_ROTATE_AFTER_S", default=24 * 3600)
 # Consecutive transient monitor failures before a connection is marked degraded.
 HEALTH_DEGRADED_AFTER = env.int("HEALTH_DEGRADED_AFTER", default=2)
 

@@ -3,8 +3,6 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-from orgs.staff_roles import sync_staff_groups
-
 
 class Migration(migrations.Migration):
 
@@ -37,7 +35,7 @@ class Migration(migrations.Migration):
                 ('bucket', models.CharField(max_length=63)),
                 ('prefix', models.CharField(blank=True, max_length=900)),
                 ('region', models.CharField(help_text="The bucket's AWS region.", max_length=30)),
-                ('scope', models.CharField(choices=[('byok', 'Only events that touch our BYOK keys or role'), ('all', 'Every event in the bucket and prefix')], default='byok', max_length=10)),
+                ('scope', models.CharField(choices=[('byok', 'Only events that touch your BYOK keys or role'), ('all', 'Every event in the bucket and prefix')], default='byok', max_length=10)),
                 ('enabled', models.BooleanField(default=True)),
                 ('last_run_at', models.DateTimeField(blank=True, null=True)),
                 ('last_success_at', models.DateTimeField(blank=True, null=True)),
@@ -170,6 +168,4 @@ class Migration(migrations.Migration):
             model_name='webhookdelivery',
             constraint=models.UniqueConstraint(fields=('endpoint', 'event'), name='webhookdelivery_once'),
         ),
-        # New models bring view permissions: keep the staff groups exactly as orgs/staff_roles.py says.
-        migrations.RunPython(sync_staff_groups, migrations.RunPython.noop),
     ]

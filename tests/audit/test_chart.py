@@ -22,13 +22,13 @@ def at(*args) -> datetime:
 # --- window and buckets (pure) ----------------------------------------------------------------
 
 
-def test_without_a_range_the_chart_shows_the_last_seven_days_by_day():
+def test_without_a_range_the_chart_shows_the_last_24_hours_by_hour():
     window = chart_window(start=None, end=None, now=NOW)
-    assert window.unit == DAY
+    assert window.unit == HOUR
     assert window.end == NOW
-    assert window.start == at(2025, 5, 4)  # whole days: today and the six before
-    assert window.buckets()[0] == at(2025, 5, 4)
-    assert window.buckets()[-1] == at(2025, 5, 10)
+    assert window.start == at(2025, 5, 9, 16)  # whole hours: this one and the 23 before
+    assert len(window.buckets()) == 24
+    assert window.buckets()[-1] == at(2025, 5, 10, 15)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from audit.chain import GENESIS_HASH, chain_name_for, digest_message, link_hash
 from audit.models import AuditEvent, ChainDigest, ChainHead
 from audit.services import record_event
 from orgs.staff_roles import SUPPORT_STAFF
-from tests.factories import OrganizationFactory, staff_user
+from tests.factories import OrganizationFactory, org_admin, staff_user
 
 pytestmark = pytest.mark.django_db
 
@@ -255,6 +255,19 @@ def test_a_rewritten_chain_is_caught_by_its_signed_digest():
     assert broken.sequence == 5 and "rewritten" in broken.problem
 
 
+def test_a_truncated_chain_with_a_rewound_head_is_caught_by_its_digest():
+    org = OrganizationFactory()
+    events = _events(org)
+    digests.sign_chain_digests()
+    chain = f"org:{org.pk}"
+    _raw("DELETE FROM audit_auditevent WHERE id IN (%s, %s)", [events[3].pk, events[4].pk])
+    ChainHead.objects.filter(chain=chain).update(sequence=3, head_hash=events[2].hash)
+
+    broken = digests.verify_chain(chain)
+
+    assert broken.sequence == 4 and "newest events were removed" in broken.problem
+
+
 def test_a_forged_digest_signature_is_detected():
     org = OrganizationFactory()
     _events(org, 2)
@@ -325,3 +338,14 @@ def test_the_genesis_is_the_default_base():
     head = ChainHead.objects.get(chain=f"org:{org.pk}")
     assert (head.base_sequence, head.base_prev_hash) == (1, GENESIS_HASH)
     assert AuditEvent.objects.get(organization=org).prev_hash == GENESIS_HASH
+
+
+def test_the_integrations_page_explains_offline_verification(client):
+    org = OrganizationFactory()
+    _events(org, 2)
+    (digest,) = digests.sign_chain_digests().signed
+    client.force_login(org_admin(org))
+    html = client.get(reverse("audit-integrations", args=[org.pk])).content.decode()
+    assert reverse("audit-public-key") in html and reverse("audit-verifier") in html
+    assert digest.key_id in html
+    assert f"Latest digest: link {digest.sequence}," in html

@@ -258,6 +258,25 @@ def test_a_decompression_bomb_is_refused():
         ingestion.parse_log_file(gzip.compress(b" " * 5000), max_bytes=1000)
 
 
+def test_the_portals_own_reads_of_the_trail_bucket_are_not_imported(acme):
+    session = f"arn:aws:sts::{CUSTOMER_ACCOUNT}:assumed-role/byok-key-management/byok-portal"
+    own_read = ct_record(
+        "GetObject",
+        source="s3.amazonaws.com",
+        request_parameters={"bucketName": BUCKET, "key": log_key(1)},
+        identity={"type": "AssumedRole", "arn": session, "accountId": CUSTOMER_ACCOUNT},
+    )
+    decrypt = ct_record(
+        "Decrypt",
+        identity={"type": "AssumedRole", "arn": session, "accountId": CUSTOMER_ACCOUNT},
+    )
+    put(acme["s3"], log_key(1), gz({"Records": [own_read, decrypt]}))
+
+    ingestion.ingest_source(source_id=acme["source"].pk)
+
+    assert ingested(acme["org"]) == [decrypt]
+
+
 def test_events_older_than_retention_are_dropped(acme, settings):
     settings.AUDIT_RETENTION_DAYS = 30
     old = ct_record(key_arn=acme["arns"]["us-east-1"], when=datetime.now(UTC) - timedelta(days=31))

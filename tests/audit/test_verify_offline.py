@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit import chain as portal_chain
 from audit import digests, verify
 from audit.services import record_event
-from tests.factories import OrganizationFactory
+from tests.factories import OrganizationFactory, org_admin
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,3 +225,19 @@ def test_the_verifiers_hashing_is_the_portals():
     digest = {field: f"v-{field}" for field in portal_chain.DIGEST_SIGNED_FIELDS}
     assert verify.digest_message(digest | {"signature": "s"}) == portal_chain.digest_message(digest)
     assert verify.GENESIS_HASH == portal_chain.GENESIS_HASH
+
+
+def test_the_portals_own_json_export_verifies_offline(exported, client, capsys):
+    org = exported["org"]
+    client.force_login(org_admin(org))
+    response = client.get(f"/orgs/{org.pk}/audit/?format=json")
+    assert response.status_code == 200
+    document = json.loads(b"".join(response.streaming_content))
+    assert [d["sequence"] for d in document["Digests"]] == [3, 6, 8]
+
+    code, out = run(exported, document, capsys=capsys)
+
+    assert code == 0, out
+    edited = copy.deepcopy(document)
+    edited["Records"][0]["eventName"] = "Forged"
+    assert run(exported, edited, capsys=capsys)[0] == 1

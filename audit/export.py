@@ -60,8 +60,9 @@ _NEEDS_QUOTES = re.compile(r'[",\r\n]')
 _SPECIAL = re.compile(r'^[=+\-@\t\r]|[",\r\n]')
 
 
-def batches(queryset, fields: tuple[str, ...], *, size: int = BATCH_SIZE) -> Iterator[list]:
+def batches(queryset, fields: tuple[str, ...], *, size: int | None = None) -> Iterator[list]:
     """Lists of ``(event_time, id, *fields)`` rows, oldest first, ``size`` at a time."""
+    size = size or BATCH_SIZE
     position = None
     while True:
         page = queryset if position is None else queryset.filter(newer_than(position))

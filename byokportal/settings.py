@@ -214,7 +214,7 @@ DEK_ROTATE_AFTER_S = env.float("DEK_ROTATE_AFTER_S", default=24 * 3600)
 HEALTH_DEGRADED_AFTER = env.int("HEALTH_DEGRADED_AFTER", default=2)
 
 # --- Demo ---------------------------------------------------------------------------------
-DEMO_PASSWORD = "byok-demo-pass"  # only ever used by seed_demo, which refuses with DEBUG off
+from orgs.demo_users import DEMO_PASSWORD  # noqa: E402, F401 — seed_demo only (DEBUG only)
 
 LOGGING = {
     "version": 1,

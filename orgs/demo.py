@@ -1,33 +1,16 @@
 """The demo world of the brief: organizations, sites, app instances and users."""
 
-from dataclasses import dataclass
-
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
 
+from orgs.demo_users import DEMO_USERS
 from orgs.models import AppInstance, Membership, Organization, Site, User
 from orgs.staff_roles import ACCOUNT_REPS, SUPPORT_STAFF
 
 Plan = Organization.Plan
 Cloud = Organization.Cloud
 
-
-@dataclass(frozen=True)
-class DemoUser:
-    email: str
-    full_name: str
-    description: str
-
-
-DEMO_USERS = [
-    DemoUser("admin@acme.example", "Ada Admin", "org admin of Acme Corp"),
-    DemoUser("member@acme.example", "Max Member", "member of Acme Corp"),
-    DemoUser("other-admin@globex.example", "Gia Globex", "org admin of Globex"),
-    DemoUser("rep@vendor.example", "Rita Rep", "account representative"),
-    DemoUser("support@vendor.example", "Sam Support", "support staff"),
-    DemoUser("root@vendor.example", "Root", "superuser"),
-]
 
 DEMO_ORGS = [
     ("Acme Corp", Plan.ENTERPRISE, Cloud.COMMERCIAL),

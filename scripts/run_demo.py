@@ -28,15 +28,8 @@ MOTO_PORT = int(os.environ.get("MOTO_PORT", "5000"))
 MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
 STOP_TIMEOUT_S = 15.0
 
-DEMO_USERS = [
-    ("admin@acme.example", "Acme Corp org admin (BYOK set up)"),
-    ("member@acme.example", "Acme Corp member (no BYOK access)"),
-    ("other-admin@globex.example", "Globex org admin (not set up yet)"),
-    ("rep@vendor.example", "vendor account representative (/staff/requests/)"),
-    ("support@vendor.example", "vendor support staff (/admin/)"),
-    ("root@vendor.example", "vendor superuser"),
-]
-DEMO_PASSWORD = "byok-demo-pass"  # published demo password: the demo runs with DEBUG only
+sys.path.insert(0, str(ROOT))
+from orgs.demo_users import DEMO_PASSWORD, DEMO_USERS  # noqa: E402  (Django-free)
 
 
 def demo_env() -> dict[str, str]:
@@ -162,12 +155,12 @@ def manage(env: dict[str, str], *args: str) -> None:
 
 
 def print_logins() -> None:
-    width = max(len(email) for email, _ in DEMO_USERS)
+    width = max(len(u.email) for u in DEMO_USERS)
     lines = [
         "",
         f"BYOK Portal (demo) is up: http://{HOST}:{PORT}/   — Ctrl-C stops everything",
         f"Demo logins, password for all: {DEMO_PASSWORD}",
-        *(f"  {email:<{width}}  {role}" for email, role in DEMO_USERS),
+        *(f"  {u.email:<{width}}  {u.description}" for u in DEMO_USERS),
         f"AWS (moto server): {MOTO_URL}   moto's log: var/log/moto.log",
         "",
     ]

@@ -191,7 +191,7 @@ def test_export_reads_in_batches_with_constant_memory(admin_client, org, monkeyp
     seen_batches = []
     real_batches = export.batches
 
-    def counting(queryset, fields, *, size=5):
+    def counting(queryset, fields, *, size=None):
         for rows in real_batches(queryset, fields, size=size):
             assert len(rows) <= 5
             seen_batches.append(len(rows))
@@ -219,3 +219,22 @@ def test_empty_export_is_still_a_valid_document(admin_client, org):
         "Chain": [],
         "Digests": [],
     }
+
+
+def test_csv_quotes_fields_with_commas_quotes_and_newlines(admin_client, org):
+    record_event(org=org, event_name='Odd, "quoted"\nname', event_time=T0)
+    _response, body = download(admin_client, org, format="csv")
+    row = next(csv.DictReader(io.StringIO(body, newline="")))
+    assert row["eventName"] == 'Odd, "quoted"\nname'
+
+
+def test_export_is_oldest_first_and_names_each_records_link(admin_client, org, monkeypatch):
+    monkeypatch.setattr(export, "BATCH_SIZE", 2)
+    recent = decrypt(org, T0 + timedelta(hours=1))
+    late_import = record_event(org=org, kind="ingested", event_name="DisableKey", event_time=T0)
+    same_time = [decrypt(org, T0 + timedelta(hours=2)) for _ in range(3)]  # ties across batches
+    _response, body = download(admin_client, org, format="json")
+    document = json.loads(body)
+    expected = [late_import, recent, *same_time]
+    assert [r["eventID"] for r in document["Records"]] == [str(e.event_id) for e in expected]
+    assert [link["sequence"] for link in document["Chain"]] == [e.sequence for e in expected]

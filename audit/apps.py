@@ -6,4 +6,7 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit"
 
     def ready(self) -> None:
-        from audit import signals  # noqa: F401  (connects the login/logout receivers)
+        from audit import (
+            signals,  # noqa: F401  (connects the login/logout receivers)
+            webhooks,  # noqa: F401  (connects the SIEM delivery receiver)
+        )

@@ -6,7 +6,10 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
-from audit.chain import ChainBreak, chain_name_for, link_hash, verify_links
+from audit.chain import chain_name_for, link_hash
+
+# Chain verification lives with the digests (it honours retention bases and signed heads).
+from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
 from audit.models import AuditEvent, ChainHead
 
 EVENT_VERSION = "1.09"
@@ -141,24 +144,3 @@ def parse_event_time(value: str | None):
     if not value:
         return timezone.now()
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def verify_chain(chain: str) -> ChainBreak | None:
-    """Re-hash every link of one chain; return the first break, or None when it is intact."""
-    head = ChainHead.objects.filter(chain=chain).first()
-    if head is None:
-        return None
-    links = (
-        AuditEvent.objects.filter(chain=chain)
-        .order_by("sequence")
-        .values_list("sequence", "prev_hash", "hash", "event_id", "record")
-        .iterator(chunk_size=2000)
-    )
-    return verify_links(chain, links, head_sequence=head.sequence, head_hash=head.head_hash)
-
-
-def verify_all_chains(org_id: int | None = None) -> list[ChainBreak]:
-    chains = ChainHead.objects.order_by("chain").values_list("chain", flat=True)
-    if org_id is not None:
-        chains = chains.filter(chain=chain_name_for(org_id))
-    return [brk for brk in (verify_chain(c) for c in chains) if brk is not None]

@@ -43,7 +43,8 @@ ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the portal's admin site (two-factor, one sign-in page).
+    "security.admin_apps.PortalAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,6 +54,11 @@ INSTALLED_APPS = [
     "orgs",
     "keys",
     "audit",
+    "csp",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "security",  # after otp_totp: its admin.py replaces the TOTP device admin
 ]
 
 MIDDLEWARE = [
@@ -62,9 +68,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "security.middleware.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "byokportal.middleware.ContentSecurityPolicyMiddleware",
+    "byokportal.middleware.SecurityHeadersMiddleware",
+    # Last, as django-axes requires: turns a lockout into the "account locked" page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "byokportal.urls"
@@ -96,6 +106,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "orgs.User"
+# Axes first: it refuses a locked-out sign-in before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
@@ -145,6 +160,46 @@ SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp; byokportal/middleware.py adds the admin's one exception).
+# Every asset is served by the portal itself: no CDN, no inline script or style, no data: URLs
+# (the two-factor QR code is inline SVG markup, not an image URL).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# --- Sign-in hardening: throttling (django-axes), two-factor (django-otp), recent auth -----
+# Five wrong passwords for one e-mail address from one IP address lock that pair out for
+# 15 minutes. By the pair, not the address alone: anyone could otherwise lock a known admin
+# out from anywhere. A lockout answers 429 with a page saying when to try again.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout do not extend it: the page can say exactly when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "security.views.lockout_response"
+AXES_USERNAME_CALLABLE = "security.throttling.username_of"
+# REMOTE_ADDR, as the audit log records it: a trusted proxy must set it (X-Forwarded-For is
+# client-controlled).
+AXES_CLIENT_IP_CALLABLE = "security.throttling.client_ip"
+# Sign-ins are in the audit log already; axes keeps only the failures it counts.
+AXES_DISABLE_ACCESS_LOG = True
+
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="BYOK Portal")
+# Seconds a re-authentication stays fresh for destructive actions (revoke, re-encryption).
+RECENT_AUTH_MAX_AGE_S = env.int("RECENT_AUTH_MAX_AGE_S", default=600)
 
 # --- E-mail ------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
@@ -260,6 +315,12 @@ def _development_audit_signing_key() -> str:
 
 if DEBUG and not AUDIT_SIGNING_KEY:
     AUDIT_SIGNING_KEY = _development_audit_signing_key()
+elif not AUDIT_SIGNING_KEY:
+    # Production signs chain digests hourly: an unsigned audit trail is a configuration error.
+    raise environ.ImproperlyConfigured(
+        "Set AUDIT_SIGNING_KEY (or AUDIT_SIGNING_KEY_FILE): "
+        "the Ed25519 key that signs the audit digests."
+    )
 
 # Retention is the only deletion of audit events (audit/retention.py); it is itself audited.
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=400)

@@ -21,6 +21,11 @@ _LOOKUP = [
     "keys.view_datakey",
     "keys.view_appdatahealth",
     "audit.view_auditevent",
+    "audit.view_chaindigest",
+    "audit.view_cloudtrailsource",
+    "audit.view_ingestedfile",
+    "audit.view_webhookendpoint",
+    "audit.view_webhookdelivery",
 ]
 
 STAFF_GROUP_PERMISSIONS: dict[str, list[str]] = {

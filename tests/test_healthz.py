@@ -1,4 +1,6 @@
+import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "BYOK_VAR_DIR": str(tmp_path),
         "EMAIL_URL": "smtp+tls://mailer@smtp.vendor.example:587",
+        "AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

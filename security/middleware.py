@@ -1,0 +1,58 @@
+"""Two-factor for every page of vendor staff (and of anyone who has set up an authenticator).
+
+An authenticated user who needs a second factor and whose session has not passed one is sent to
+set up an authenticator app or to enter a code, then back. Exempt: the two-factor pages
+themselves, log-out, static files, /healthz and the public audit trust endpoints. The Django
+admin is not exempt (and its site also refuses unverified sessions by itself).
+"""
+
+from functools import cached_property
+
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+
+from security.mfa import is_verified, needs_second_factor, redirect_to_second_factor
+
+EXEMPT_URL_NAMES = (
+    "two-factor-setup",
+    "two-factor-verify",
+    "logout",
+    "admin:logout",
+    "healthz",
+    "audit-public-key",
+    "audit-verifier",
+)
+
+
+class TwoFactorMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    @cached_property
+    def exempt_paths(self) -> tuple[str, ...]:
+        paths = []
+        for name in EXEMPT_URL_NAMES:
+            try:
+                paths.append(reverse(name))
+            except NoReverseMatch:
+                continue
+        return tuple(paths)
+
+    @cached_property
+    def exempt_prefixes(self) -> tuple[str, ...]:
+        static = "/" + settings.STATIC_URL.lstrip("/")
+        return (static,)
+
+    def is_exempt(self, path: str) -> bool:
+        return path in self.exempt_paths or path.startswith(self.exempt_prefixes)
+
+    def __call__(self, request):
+        user = request.user
+        if (
+            user.is_authenticated
+            and needs_second_factor(request)
+            and not is_verified(user)
+            and not self.is_exempt(request.path)
+        ):
+            return redirect_to_second_factor(request)
+        return self.get_response(request)

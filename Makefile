@@ -34,7 +34,7 @@ define run_lane
 	exit $$rc
 endef
 
-.PHONY: help deps browser-deps run test test-unit test-services test-browser services lint fmt bench clean
+.PHONY: help deps browser-deps run test test-unit test-services test-browser services lint fmt bench clean prod-check
 
 help:
 	@echo "make run            the portal on http://127.0.0.1:$(PORT) (demo data, moto as AWS, worker + beat)"
@@ -43,6 +43,7 @@ help:
 	@echo "make test-services  tests/integration (PostgreSQL, Redis, real Celery worker, moto server)"
 	@echo "make test-browser   tests/e2e (Playwright + Debian chromium against a live server)"
 	@echo "make lint | fmt     ruff check + format check | fix + format"
+	@echo "make prod-check     check --deploy + collectstatic with production settings, bandit, pip-audit"
 	@echo "make bench B=name   python -m bench <name> (B=all for every benchmark)"
 
 # --- installation ------------------------------------------------------------------------
@@ -100,6 +101,42 @@ test-browser: deps browser-deps
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# --- production readiness ----------------------------------------------------------------
+# Production-like settings: DEBUG off, a random SECRET_KEY and audit signing key, PostgreSQL and
+# Redis URLs (never connected to: check --deploy needs no database), a throw-away var/ dir.
+BANDIT_PATHS := byokportal orgs keys audit security manage.py
+# pip-audit asks PyPI's JSON API for known vulnerabilities: run only when that answers.
+PIP_AUDIT_PROBE := import json, sys, urllib.request; \
+	url = "https://pypi.org/pypi/django/4.2/json"; \
+	body = json.load(urllib.request.urlopen(url, timeout=5)); \
+	sys.exit(0 if "vulnerabilities" in body else 1)
+
+prod-check: deps
+	@echo "==> production checks"
+	@var_dir=$$(mktemp -d -t byok-prod-XXXXXX); trap 'rm -rf "$$var_dir"' EXIT; \
+	secret=$$($(BIN)/python -c "import secrets; print(secrets.token_urlsafe(64))"); \
+	signing=$$($(BIN)/python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())"); \
+	prod="env -u AWS_ENDPOINT_URL -u AWS_PROFILE DJANGO_SETTINGS_MODULE=byokportal.settings DEBUG=0 \
+		SECRET_KEY=$$secret AUDIT_SIGNING_KEY=$$signing BYOK_VAR_DIR=$$var_dir \
+		ALLOWED_HOSTS=byok.vendor.example CSRF_TRUSTED_ORIGINS=https://byok.vendor.example \
+		DATABASE_URL=postgres://byok:byok@db.vendor.example:5432/byokportal \
+		CELERY_BROKER_URL=redis://redis.vendor.example:6379/0 \
+		EMAIL_URL=smtp+tls://mailer@smtp.vendor.example:587"; \
+	echo "--> manage.py check --deploy --fail-level WARNING"; \
+	$$prod $(BIN)/python manage.py check --deploy --fail-level WARNING; \
+	echo "--> manage.py collectstatic (CompressedManifestStaticFilesStorage)"; \
+	$$prod $(BIN)/python manage.py collectstatic --noinput --verbosity 0; \
+	test -s "$$var_dir/staticfiles/staticfiles.json"; \
+	echo "--> bandit $(BANDIT_PATHS)"; \
+	$(BIN)/bandit -c pyproject.toml -q -r $(BANDIT_PATHS); \
+	if $(BIN)/python -c '$(PIP_AUDIT_PROBE)' >/dev/null 2>&1; then \
+		echo "--> pip-audit -r requirements.txt"; \
+		$(BIN)/pip-audit --progress-spinner off -r requirements.txt; \
+	else \
+		echo "--> pip-audit skipped: PyPI's vulnerability data is not reachable from here"; \
+	fi; \
+	echo "==> production checks passed"
 
 fmt: deps
 	$(BIN)/ruff check --fix .

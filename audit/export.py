@@ -1,19 +1,25 @@
 """Streamed exports of an organization's audit events: CSV, and CloudTrail's JSON shape.
 
-Memory stays flat whatever the number of events: rows are read in keyset batches, oldest
-first, on the same ``(organization, event_time, id)`` index as the list (``(event_time, id) >
-last … LIMIT n``: short queries, no server-side cursor held open, no ``OFFSET``), and each
-batch is written out before the next is read. The record is read as the database's JSON
-text, so it is never decoded and re-encoded in Python.
+Both list the events in chain order (``sequence``, the order they were recorded in), which
+is what the offline verifier walks (``audit/verify.py``); for events recorded as they happen
+that is also time order, while events imported from the customer's CloudTrail sit where they
+were imported.
+
+Memory stays flat whatever the number of events: rows are read in keyset batches along the
+org's chain (``chain = … AND sequence > last … ORDER BY sequence LIMIT n`` on the unique
+``(chain, sequence)`` index: short queries, no server-side cursor or snapshot held open while
+a slow client downloads, no ``OFFSET``), and each batch is written out before the next is
+read. A filtered export first narrows the stretch of chain to read (the lowest and highest
+matching link, from the filter's own index). The record is read as the database's JSON text,
+so it is never decoded and re-encoded in Python.
 
 The JSON export is ``{"Records": [...], "ChainName": ..., "Chain": [...], "Digests": [...]}``:
-``Records`` are exactly the stored CloudTrail records (what the ingestion reads back), oldest
-first like a CloudTrail log file; ``Chain`` lists each exported record's link (``eventID``,
-``sequence``, ``prevHash``, ``hash``) in the same order, for offline verification (sort by
-``sequence`` to walk the chain; a filtered export has gaps by design); ``Digests`` are the
-signed chain-head digests covering the exported sequence range (``audit.digests``, when
-installed). Both passes stop at the chain head as it was when the export started, so they
-cover the same events even while new ones are recorded.
+``Records`` are exactly the stored CloudTrail records (what the ingestion reads back);
+``Chain`` lists each exported record's link (``eventID``, ``sequence``, ``prevHash``,
+``hash``) in the same order, for offline verification (a filtered export has gaps by design:
+``--allow-gaps``); ``Digests`` are the signed chain-head digests within the exported range
+(``audit.digests``, when installed). Both passes stop at the chain head as it was when the
+export started, so they cover the same events even while new ones are recorded.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from audit import selectors
 from audit.chain import chain_name_for
 from audit.filters import AuditFilters
 from audit.models import AuditEvent
-from audit.pagination import Position, newer_than
 from audit.services import record_event
 
 logger = logging.getLogger(__name__)
@@ -61,20 +66,29 @@ _SPECIAL = re.compile(r'^[=+\-@\t\r]|[",\r\n]')
 
 
 def batches(queryset, fields: tuple[str, ...], *, size: int | None = None) -> Iterator[list]:
-    """Lists of ``(event_time, id, *fields)`` rows, oldest first, ``size`` at a time."""
+    """Lists of ``(sequence, *fields)`` rows in chain order, ``size`` at a time."""
     size = size or BATCH_SIZE
-    position = None
+    after = 0
     while True:
-        page = queryset if position is None else queryset.filter(newer_than(position))
         rows = list(
-            page.order_by("event_time", "id").values_list("event_time", "id", *fields)[:size]
+            queryset.filter(sequence__gt=after)
+            .order_by("sequence")
+            .values_list("sequence", *fields)[:size]
         )
         if not rows:
             return
         yield rows
         if len(rows) < size:
             return
-        position = Position(rows[-1][0], rows[-1][1])
+        after = rows[-1][0]
+
+
+def _export_queryset(*, org, filters: AuditFilters, upper: int):
+    """The export's rows, or None when nothing matches (computed once, as the stream starts)."""
+    span = selectors.export_span(org=org, filters=filters, up_to_sequence=upper)
+    if span is None:
+        return None
+    return selectors.export_events(org=org, filters=filters, first=span[0], last=span[1])
 
 
 def export_filename(org, fmt: str, now: datetime) -> str:
@@ -104,10 +118,12 @@ def _quoted(text: str) -> str:
 def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
     """CSV lines built directly: the csv module's per-character quoting of the record JSON
     (about 1 KB, full of quotes) cost five times the rest of the export together."""
-    queryset = selectors.with_record_text(
-        selectors.export_events(org=org, filters=filters, up_to_sequence=upper)
-    )
+    yield ",".join(CSV_COLUMNS) + "\r\n"
+    queryset = _export_queryset(org=org, filters=filters, upper=upper)
+    if queryset is None:
+        return
     fields = (
+        "event_time",
         "event_id",
         "kind",
         "event_source",
@@ -117,18 +133,16 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
         "aws_region",
         "error_code",
         "request_id",
-        "sequence",
         "record_text",
     )
-    yield ",".join(CSV_COLUMNS) + "\r\n"
-    for rows in batches(queryset, fields):
+    for rows in batches(selectors.with_record_text(queryset), fields):
         yield "".join(
             f"{_iso(time)},{event_id},{kind},{_cell(source)},{_cell(name)},"
             f"{_cell(principal)},{_cell(key_arn)},{_cell(region)},{_cell(error)},"
             f"{_cell(request_id)},{sequence},{_quoted(record)}\r\n"
             for (
+                sequence,
                 time,
-                _pk,
                 event_id,
                 kind,
                 source,
@@ -138,34 +152,33 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
                 region,
                 error,
                 request_id,
-                sequence,
                 record,
             ) in rows
         )
 
 
 def json_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
-    queryset = selectors.export_events(org=org, filters=filters, up_to_sequence=upper)
+    queryset = _export_queryset(org=org, filters=filters, upper=upper)
     first_sequence = last_sequence = None
     yield '{"Records":['
     separator = ""
-    records = selectors.with_record_text(queryset)
-    for rows in batches(records, ("sequence", "record_text")):
-        sequences = [sequence for _time, _pk, sequence, _record in rows]
-        low, high = min(sequences), max(sequences)
-        first_sequence = low if first_sequence is None else min(first_sequence, low)
-        last_sequence = high if last_sequence is None else max(last_sequence, high)
-        yield separator + ",".join(record for _time, _pk, _sequence, record in rows)
-        separator = ","
+    if queryset is not None:
+        for rows in batches(selectors.with_record_text(queryset), ("record_text",)):
+            if first_sequence is None:
+                first_sequence = rows[0][0]
+            last_sequence = rows[-1][0]
+            yield separator + ",".join(record for _sequence, record in rows)
+            separator = ","
     yield '],"ChainName":' + json.dumps(chain_name_for(org.pk)) + ',"Chain":['
     separator = ""
-    for rows in batches(queryset, ("event_id", "sequence", "prev_hash", "hash")):
-        yield separator + ",".join(
-            f'{{"eventID":"{event_id}","sequence":{sequence},'
-            f'"prevHash":"{prev_hash}","hash":"{digest}"}}'
-            for _time, _pk, event_id, sequence, prev_hash, digest in rows
-        )
-        separator = ","
+    if queryset is not None:
+        for rows in batches(queryset, ("event_id", "prev_hash", "hash")):
+            yield separator + ",".join(
+                f'{{"eventID":"{event_id}","sequence":{sequence},'
+                f'"prevHash":"{prev_hash}","hash":"{digest}"}}'
+                for sequence, event_id, prev_hash, digest in rows
+            )
+            separator = ","
     digests = _digests(org=org, first=first_sequence, last=last_sequence)
     yield '],"Digests":' + json.dumps(digests, default=str) + "}"
 

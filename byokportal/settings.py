@@ -108,7 +108,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "orgs.User"
 # Axes first: it refuses a locked-out sign-in before any password is checked.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "security.backends.ThrottlingBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
@@ -196,6 +196,7 @@ AXES_USERNAME_CALLABLE = "security.throttling.username_of"
 AXES_CLIENT_IP_CALLABLE = "security.throttling.client_ip"
 # Sign-ins are in the audit log already; axes keeps only the failures it counts.
 AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no start-up banner in every process's log
 
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="BYOK Portal")
 # Seconds a re-authentication stays fresh for destructive actions (revoke, re-encryption).
@@ -280,6 +281,7 @@ LOGGING = {
     "loggers": {
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # every sign-in at INFO; failures and lockouts stay
     },
 }
 

@@ -22,6 +22,8 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    # Two-factor set-up and verification, re-authentication (security/urls.py).
+    path("accounts/", include("security.urls")),
     path("admin/", admin.site.urls),
     path("", include("orgs.urls")),
     path("", include("keys.urls")),

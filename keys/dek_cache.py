@@ -30,6 +30,12 @@ KMS refusal seen by the data plane purges at once.
 
 The cost is at most one small query per app instance per process every 0.5 s, and none for
 an app instance that is idle. The clock is injectable (``clock=``) for tests.
+
+**The writing key follows the database.** The same query also reads the app's current data
+key id. When it differs from the key this process writes with (another process rotated the
+DEK, or a re-encryption switched to new KMS keys), the process stops writing with its cached
+key (``DekCache.sync_current``): within ``DEK_GUARD_TTL_S`` every process writes new records
+under the current DEK, without any broadcast.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.db.models import FilteredRelation, Q
 
 from keys.envelope import DataKeyCipher
 from keys.lifecycle import USABLE_STATES
@@ -190,6 +197,14 @@ class DekCache:
             if dek_id is not None:
                 self._drop(dek_id)
 
+    def sync_current(self, app_instance_id: int, dek_id: int | None) -> None:
+        """The database says the app's current DEK is ``dek_id``: stop writing with another."""
+        cached = self._current.get(app_instance_id)
+        if cached is not None and cached != dek_id:
+            with self._lock:
+                if self._current.get(app_instance_id) == cached:
+                    del self._current[app_instance_id]
+
     def forget_current(self, app_instance_id: int) -> None:
         """Stop treating any cached key as the app's writing key (after a rotation)."""
         with self._lock:
@@ -225,6 +240,8 @@ class AppAccess:
     connection_state: str | None
     usable: bool
     reason: str  # customer-readable; empty when usable
+    #: The app's current data key in the database (None: none yet, or being replaced).
+    current_dek_id: int | None = None
     #: usable and BYOK: the one flag the hot path tests.
     ok: bool = field(init=False)
 
@@ -250,9 +267,11 @@ class AccessGuard:
         on_refused: Callable[[int], object],
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_checked: Callable[[AppAccess], object] | None = None,
     ):
         self._lookup = lookup
         self._on_refused = on_refused
+        self._on_checked = on_checked
         self._fixed_ttl = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -284,6 +303,8 @@ class AccessGuard:
             return None
         if not access.usable:
             self._on_refused(access.org_id)
+        elif self._on_checked is not None:
+            self._on_checked(access)
         with self._lock:
             self._seen[app_instance_id] = (now + self.ttl_s, access)  # (fresh until, answer)
         return access
@@ -323,9 +344,13 @@ def _refusal_reason(*, state: str | None, state_reason: str, status: str, status
 
 
 def lookup_access(app_instance_id: int) -> AppAccess | None:
-    """One indexed query: the app instance, its site and org, and the org's connection."""
+    """One indexed query: the app instance, its site and org, the org's connection, and the
+    app's current data key (a LEFT JOIN on the partial unique index of current keys)."""
     row = (
         AppInstance.objects.filter(pk=app_instance_id)
+        .annotate(
+            current_dek=FilteredRelation("data_keys", condition=Q(data_keys__is_current=True))
+        )
         .values_list(
             "status",
             "status_reason",
@@ -336,12 +361,15 @@ def lookup_access(app_instance_id: int) -> AppAccess | None:
             "site__organization__byok_connection__id",
             "site__organization__byok_connection__state",
             "site__organization__byok_connection__state_reason",
+            "current_dek__id",
         )
         .first()
     )
     if row is None:
         return None
-    status, status_reason, encryption, app, site, org_id, conn_id, state, state_reason = row
+    (status, status_reason, encryption, app, site, org_id, conn_id, state, state_reason, dek_id) = (
+        row
+    )
     reason = _refusal_reason(
         state=state, state_reason=state_reason or "", status=status, status_reason=status_reason
     )
@@ -355,11 +383,16 @@ def lookup_access(app_instance_id: int) -> AppAccess | None:
         connection_state=state,
         usable=not reason,
         reason=reason,
+        current_dek_id=dek_id,
     )
 
 
 CACHE = DekCache()
-GUARD = AccessGuard(lookup=lookup_access, on_refused=CACHE.purge_org)
+GUARD = AccessGuard(
+    lookup=lookup_access,
+    on_refused=CACHE.purge_org,
+    on_checked=lambda access: CACHE.sync_current(access.app_instance_id, access.current_dek_id),
+)
 _guard_memo = GUARD._seen.get  # the memo dict is only ever cleared, never replaced
 
 

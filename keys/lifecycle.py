@@ -2,6 +2,18 @@
 
 pending → active → revoked → (restoring → active) | expired;
 active → re-encrypting → active; active ↔ degraded (transient AWS failures).
+
+Re-encryption and the kill switch (keys/reencryption_job.py):
+
+* ``active → re-encrypting``: the job switches to the new keys (one transaction).
+* ``re-encrypting → active``: the job retired the old keys, or failed (both keys stay in use).
+* ``re-encrypting → revoked``: revoke stays available during a job; the job pauses.
+* ``restoring → re-encrypting``: restore of a connection whose job was paused by the
+  revocation: the data is under two generations of keys until the job finishes, so the
+  connection goes back to re-encrypting (never to active with a paused job) and the job
+  resumes from its checkpoint. Without a paused job, restore ends ``active`` as before.
+* No ``re-encrypting → degraded``: a job rides out transient AWS failures itself (retries,
+  then the sweeper), and ``degraded → active`` would lose the fact that a job is running.
 """
 
 from django.utils import timezone
@@ -14,9 +26,9 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.ACTIVE}),
     S.ACTIVE: frozenset({S.DEGRADED, S.REVOKED, S.REENCRYPTING}),
     S.DEGRADED: frozenset({S.ACTIVE, S.REVOKED}),
-    S.REENCRYPTING: frozenset({S.ACTIVE, S.REVOKED, S.DEGRADED}),
+    S.REENCRYPTING: frozenset({S.ACTIVE, S.REVOKED}),
     S.REVOKED: frozenset({S.RESTORING, S.EXPIRED}),
-    S.RESTORING: frozenset({S.ACTIVE, S.REVOKED, S.EXPIRED}),
+    S.RESTORING: frozenset({S.ACTIVE, S.REENCRYPTING, S.REVOKED, S.EXPIRED}),
     S.EXPIRED: frozenset(),
 }
 

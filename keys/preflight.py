@@ -69,6 +69,10 @@ CHECK_LABELS = {
     KEY_ENABLED: "Key is enabled",
     KEY_TYPE: "Key is a symmetric encryption key",
     ROUND_TRIP: "Encrypt and decrypt round trip",
+    # Re-encryption preflights (keys/reencryption.py) add these.
+    "key-account": "Key is in your connected AWS account",
+    "key-new": "Key is not one of your current keys",
+    "re-encrypt": "Data keys re-wrap from the current key to the new one",
 }
 
 # Failure causes (``Check.cause``). AWS-side ones reuse ``keys.aws`` cause names.
@@ -185,8 +189,12 @@ def run_preflight_checks(
     location_code: str,
     alias: str,
     encryption_context: dict,
+    key_ids: dict[str, str] | None = None,
 ) -> PreflightReport:
     """Assume the customer's role, then check the key of every region of the location.
+
+    Each region's key is looked up by ``alias``, or by ``key_ids[region]`` (a key ARN, for
+    re-encryption requests that name their new keys) when given.
 
     Never raises for AWS errors: each one becomes a failed check with its named cause.
     """
@@ -205,7 +213,11 @@ def run_preflight_checks(
     )
     for region in location.regions:
         checks, key_arn = _check_region(
-            session, region=region, alias=alias, context=encryption_context, role_name=role_name
+            session,
+            region=region,
+            alias=(key_ids or {}).get(region) or alias,
+            context=encryption_context,
+            role_name=role_name,
         )
         report.checks.extend(checks)
         if key_arn:
@@ -233,7 +245,10 @@ def _check_region(
         checks.append(_aws_failure(KEY_FOUND, err, region=region, alias=alias, role=role_name))
         return checks, key_arn
     key_arn = key.arn
-    ok(KEY_FOUND, f"The alias {alias} points to the key {key.arn}.")
+    if alias.startswith("alias/"):
+        ok(KEY_FOUND, f"The alias {alias} points to the key {key.arn}.")
+    else:
+        ok(KEY_FOUND, f"The key {key.arn} exists and the role can describe it.")
 
     if key.region != region:
         return fail(

@@ -5,6 +5,12 @@ BYOK app instance suspended, data-key caches purged, notices, an audit event):
 - an org admin in the portal (``revoke_key_access``);
 - the health monitor seeing a disabled / deleted / denied key (``check_connection_health``);
 - the data plane getting a revoking error from KMS (``revoke_after_aws_refusal``).
+
+Re-encryption (``keys.reencryption_job``): a revocation pauses a running job in the same
+transaction; a verified restore returns a connection whose job was paused to
+``re-encrypting`` (not ``active``) and resumes the job on commit; expiry ends the job. While a
+job runs, both key generations hold data, so restore checks and the monitor look at every
+key still in use (``retired_at`` empty), not only the current ones.
 """
 
 import logging
@@ -80,6 +86,9 @@ def _revoke_locked(connection: ByokConnection, *, reason: str) -> ByokConnection
     connection.transient_failures = 0
     connection.save(update_fields=["revoked_at", "restore_deadline", "transient_failures"])
     _set_byok_apps(connection, AppInstance.Status.SUSPENDED, "Key access revoked.")
+    from keys.reencryption_job import pause_jobs_for_revocation
+
+    pause_jobs_for_revocation(connection, reason=reason)
     org_id = connection.organization_id
     transaction.on_commit(lambda: _purge_caches(org_id))
     deadline = date_format(connection.restore_deadline, "j F Y H:i")
@@ -129,13 +138,19 @@ def revoke_key_access(*, org, actor, reason: str, source_ip: str = "") -> ByokCo
 
 
 @transaction.atomic
-def revoke_after_aws_refusal(*, connection_id: int, region: str, cause: str, detail: str) -> bool:
-    """AWS refused a key (disabled, deleted, access denied): revoke now. Idempotent."""
+def revoke_after_aws_refusal(
+    *, connection_id: int, region: str, cause: str, detail: str, key_arn: str = ""
+) -> bool:
+    """AWS refused a key (disabled, deleted, access denied): revoke now. Idempotent.
+
+    ``key_arn`` names the refused key when known (during a re-encryption a region has two keys
+    in use); otherwise the region's current key is marked.
+    """
     connection = ByokConnection.objects.select_for_update().get(pk=connection_id)
     status = CAUSE_TO_KEY_STATUS.get(cause, RegionalKey.Status.DISABLED)
-    RegionalKey.objects.filter(connection=connection, region=region, is_current=True).update(
-        status=status, status_detail=detail[:500], last_checked_at=timezone.now()
-    )
+    refused = RegionalKey.objects.filter(connection=connection, region=region, retired_at=None)
+    refused = refused.filter(key_arn=key_arn) if key_arn else refused.filter(is_current=True)
+    refused.update(status=status, status_detail=detail[:500], last_checked_at=timezone.now())
     if connection.state not in (S.ACTIVE, S.DEGRADED, S.REENCRYPTING):
         return False
     label = RegionalKey.Status(status).label.lower()
@@ -157,6 +172,16 @@ def revoke_after_aws_refusal(*, connection_id: int, region: str, cause: str, det
 
 def _current_keys(connection):
     return list(RegionalKey.objects.filter(connection=connection, is_current=True))
+
+
+def _keys_in_use(connection):
+    """Current keys, and during a re-encryption the previous ones still holding data keys.
+    Ordered so that a region's current key comes last."""
+    return list(
+        RegionalKey.objects.filter(connection=connection, retired_at=None).order_by(
+            "is_current", "region", "generation"
+        )
+    )
 
 
 # --- Restore ------------------------------------------------------------------------------
@@ -222,7 +247,7 @@ def _restore_checks(connection: ByokConnection) -> list[RestoreCheck]:
         return [RestoreCheck("Assume the IAM role", "", False, _explain(exc))]
     checks.append(RestoreCheck("Assume the IAM role", "", True, "The trust policy lets us in."))
     context = {"org": str(connection.organization_id), "purpose": "restore-check"}
-    for key in _current_keys(connection):
+    for key in _keys_in_use(connection):
         region = key.region
         try:
             described = session.describe_key(region, key.key_arn)
@@ -289,15 +314,27 @@ def verify_restore(*, connection_id: int) -> ByokConnection:
         connection.restore_checks = [asdict(c) for c in checks]
         connection.save(update_fields=["restore_checks"])
         if passed:
-            transition(connection, S.ACTIVE, reason="Access restored and verified.")
+            from keys.reencryption_job import resume_after_restore, state_after_restore
+
+            target = state_after_restore(connection)
+            transition(
+                connection,
+                target,
+                reason="Access restored and verified."
+                + (" The paused re-encryption resumes." if target == S.REENCRYPTING else ""),
+            )
             connection.revoked_at = None
             connection.restore_deadline = None
             connection.save(update_fields=["revoked_at", "restore_deadline"])
-            RegionalKey.objects.filter(connection=connection, is_current=True).update(
+            RegionalKey.objects.filter(connection=connection, retired_at=None).update(
                 status=RegionalKey.Status.ENABLED, status_detail="", last_checked_at=timezone.now()
             )
             _set_byok_apps(connection, AppInstance.Status.ACTIVE, "")
             subject, body = "key access restored", "Every BYOK app instance is back online.\n"
+            if target == S.REENCRYPTING:
+                connection_pk = connection.pk
+                transaction.on_commit(lambda: resume_after_restore(connection_pk))
+                body += "The re-encryption paused by the revocation resumes where it stopped.\n"
         else:
             failing = next(c for c in checks if not c.passed)
             where = f" in {failing.region}" if failing.region else ""
@@ -324,7 +361,10 @@ def verify_restore(*, connection_id: int) -> ByokConnection:
 
 
 def _expire_locked(connection: ByokConnection) -> None:
+    from keys.reencryption_job import fail_jobs_for_expiry
+
     transition(connection, S.EXPIRED, reason="The 15-day restore window ended.")
+    fail_jobs_for_expiry(connection)
     record_event(
         org=connection.organization,
         user_identity=SYSTEM_IDENTITY,
@@ -403,7 +443,7 @@ def check_connection_health(*, connection_id: int) -> str:
         return connection.state
     now = timezone.now()
     seen: dict[str, dict] = {}
-    revoking: tuple[str, str, str] | None = None
+    revoking: tuple[str, str, str, str] | None = None
     transient: aws.AwsError | None = None
     try:
         session = aws.assume_customer_role(
@@ -419,8 +459,8 @@ def check_connection_health(*, connection_id: int) -> str:
         if exc.transient:
             transient = exc
         elif trust_denied:
-            revoking = ("", exc.cause, f"AssumeRole refused: {exc.message}")
-    for key in _current_keys(connection):
+            revoking = ("", exc.cause, f"AssumeRole refused: {exc.message}", "")
+    for key in _keys_in_use(connection):
         status, detail = RegionalKey.Status.UNKNOWN, ""
         if session is not None:
             try:
@@ -433,7 +473,7 @@ def check_connection_health(*, connection_id: int) -> str:
                         if status == RegionalKey.Status.DISABLED
                         else aws.KeyInvalidState.cause
                     )
-                    revoking = (key.region, cause, detail)
+                    revoking = (key.region, cause, detail, key.key_arn)
             except aws.AwsError as exc:
                 detail = f"{exc.code or exc.cause}: {exc.message}"[:500]
                 if exc.transient:
@@ -441,7 +481,7 @@ def check_connection_health(*, connection_id: int) -> str:
                     transient = transient or exc
                 else:
                     status = CAUSE_TO_KEY_STATUS.get(exc.cause, RegionalKey.Status.ACCESS_DENIED)
-                    revoking = revoking or (key.region, exc.cause, detail)
+                    revoking = revoking or (key.region, exc.cause, detail, key.key_arn)
         elif trust_denied:
             status, detail = RegionalKey.Status.ACCESS_DENIED, "The role's trust policy denies us."
         RegionalKey.objects.filter(pk=key.pk).update(
@@ -463,12 +503,13 @@ def check_connection_health(*, connection_id: int) -> str:
     if connection.state in (S.REVOKED,):
         return connection.state
     if revoking is not None:
-        region, cause, detail = revoking
+        region, cause, detail, key_arn = revoking
         revoke_after_aws_refusal(
             connection_id=connection.pk,
             region=region or connection.location_info.primary_region,
             cause=cause,
             detail=detail,
+            key_arn=key_arn,
         )
         return S.REVOKED
     return _record_transient_or_healthy(connection.pk, transient)

@@ -5,8 +5,10 @@ Tasks take ids, validate them, and re-read state first, so a retry or a duplicat
 """
 
 import logging
+from datetime import timedelta
 
-from celery import shared_task
+from celery import current_app, shared_task
+from django.conf import settings
 
 from keys import revocation
 from keys.preflight import run_preflight_task  # noqa: F401  (registers the task)
@@ -57,3 +59,46 @@ def run_read_check_task(app_instance_id: int) -> bool:
     from keys.provisioning import record_read_check
 
     return record_read_check(app_instance_id=_positive_id(app_instance_id))
+
+
+# --- Re-encryption -------------------------------------------------------------------------
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_reencryption_job_task(job_id: int) -> str:
+    """Run or resume one re-encryption job. Delivered twice, early or after a crash: harmless
+    (the job's lease and checkpoint decide; see keys/reencryption_job.py)."""
+    from keys.reencryption_job import run_job
+
+    return run_job(job_id=_positive_id(job_id))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sweep_reencryption_jobs() -> list[int]:
+    """Beat: enqueue due scheduled jobs and running jobs whose worker is gone."""
+    from keys.reencryption_job import sweep_jobs
+
+    return sweep_jobs()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_reencryption_preflight_task(preflight_id: int) -> str:
+    from keys.models import ReencryptionPreflight
+    from keys.reencryption import execute_reencryption_preflight
+
+    try:
+        return execute_reencryption_preflight(preflight_id=_positive_id(preflight_id)).status
+    except ReencryptionPreflight.DoesNotExist:
+        log.warning("Re-encryption preflight #%s no longer exists.", preflight_id)
+        return ""
+
+
+#: The sweeper runs from beat whatever the project's CELERY_BEAT_SCHEDULE says (an entry of the
+#: same name there wins). Its interval bounds how long a lost message delays a job.
+SWEEP_INTERVAL_S = float(getattr(settings, "REENCRYPTION_SWEEP_INTERVAL_S", 60.0))
+if "keys-reencryption-sweeper" not in (getattr(settings, "CELERY_BEAT_SCHEDULE", None) or {}):
+    current_app.add_periodic_task(
+        timedelta(seconds=SWEEP_INTERVAL_S),
+        sweep_reencryption_jobs.s(),
+        name="keys-reencryption-sweeper",
+    )

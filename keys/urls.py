@@ -12,6 +12,32 @@ urlpatterns = [
         name="byok-revoke-progress",
     ),
     path("orgs/<int:org_id>/byok/restore/", views.restore_access, name="byok-restore"),
+    path("orgs/<int:org_id>/byok/reencrypt/", views.reencrypt, name="byok-reencrypt"),
+    path(
+        "orgs/<int:org_id>/byok/reencrypt/kit/<str:region>.template.json",
+        views.reencrypt_template_download,
+        name="byok-reencrypt-template",
+    ),
+    path(
+        "orgs/<int:org_id>/byok/reencrypt/<int:request_id>/",
+        views.reencrypt_detail,
+        name="byok-reencrypt-detail",
+    ),
+    path(
+        "orgs/<int:org_id>/byok/reencrypt/<int:request_id>/progress/",
+        views.reencrypt_progress_fragment,
+        name="byok-reencrypt-progress",
+    ),
+    path(
+        "orgs/<int:org_id>/byok/reencrypt/<int:request_id>/preflight/",
+        views.reencrypt_preflight_fragment,
+        name="byok-reencrypt-preflight",
+    ),
+    path(
+        "orgs/<int:org_id>/byok/reencrypt/<int:request_id>/cancel/",
+        views.reencrypt_cancel,
+        name="byok-reencrypt-cancel",
+    ),
     path(
         "orgs/<int:org_id>/byok/requests/<int:request_id>/",
         views.setup_request_detail,
@@ -65,5 +91,40 @@ urlpatterns = [
     ),
     path(
         "staff/requests/<int:request_id>/note/", views_staff.request_note, name="staff-request-note"
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/",
+        views_staff.reencryption_detail,
+        name="staff-reencryption-detail",
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/progress/",
+        views_staff.reencryption_progress_fragment,
+        name="staff-reencryption-progress",
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/preflight/",
+        views_staff.reencryption_preflight_fragment,
+        name="staff-reencryption-preflight",
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/claim/",
+        views_staff.reencryption_claim,
+        name="staff-reencryption-claim",
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/run-preflight/",
+        views_staff.reencryption_preflight,
+        name="staff-reencryption-run-preflight",
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/approve/",
+        views_staff.reencryption_approve,
+        name="staff-reencryption-approve",
+    ),
+    path(
+        "staff/requests/reencryption/<int:request_id>/reject/",
+        views_staff.reencryption_reject,
+        name="staff-reencryption-reject",
     ),
 ]

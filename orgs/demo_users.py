@@ -3,7 +3,7 @@ them before Django is loaded. Only ``seed_demo`` (DEBUG only) creates these user
 
 from dataclasses import dataclass
 
-DEMO_PASSWORD = "byok-demo-pass"  # noqa: S105 — published on purpose, demo only
+DEMO_PASSWORD = "byok-demo-pass"  # noqa: S105 — published on purpose, demo only  # nosec B105
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ _LOOKUP = [
     "keys.view_preflightrun",
     "keys.view_datakey",
     "keys.view_appdatahealth",
+    "keys.view_reencryptionrequest",
+    "keys.view_reencryptionpreflight",
+    "keys.view_reencryptionjob",
+    "keys.view_reencryptionevent",
     "audit.view_auditevent",
     "audit.view_chaindigest",
     "audit.view_cloudtrailsource",
@@ -32,6 +36,7 @@ STAFF_GROUP_PERMISSIONS: dict[str, list[str]] = {
     ACCOUNT_REPS: [
         *_LOOKUP,
         "keys.process_setuprequest",
+        "keys.process_reencryptionrequest",
         "keys.run_preflight",
         "keys.add_requestevent",  # internal notes on a request
     ],

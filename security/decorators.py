@@ -59,9 +59,7 @@ def recent_auth_required(view: Callable | None = None, *, max_age_s: int | None 
             limit = max_age_s if max_age_s is not None else settings.RECENT_AUTH_MAX_AGE_S
             age = auth_session.seconds_since_authenticated(request)
             if age is None or age > limit:
-                messages.info(
-                    request, "For your security, confirm it is you before this action."
-                )
+                messages.info(request, "For your security, confirm it is you before this action.")
                 return with_next("reauthenticate", return_path(request))
             return view(request, *args, **kwargs)
 

@@ -228,13 +228,33 @@ def test_csv_quotes_fields_with_commas_quotes_and_newlines(admin_client, org):
     assert row["eventName"] == 'Odd, "quoted"\nname'
 
 
-def test_export_is_oldest_first_and_names_each_records_link(admin_client, org, monkeypatch):
+def test_export_is_in_chain_order_with_each_records_link(admin_client, org, monkeypatch):
     monkeypatch.setattr(export, "BATCH_SIZE", 2)
     recent = decrypt(org, T0 + timedelta(hours=1))
     late_import = record_event(org=org, kind="ingested", event_name="DisableKey", event_time=T0)
-    same_time = [decrypt(org, T0 + timedelta(hours=2)) for _ in range(3)]  # ties across batches
+    more = [decrypt(org, T0 + timedelta(hours=2)) for _ in range(3)]  # across batch edges
     _response, body = download(admin_client, org, format="json")
     document = json.loads(body)
-    expected = [late_import, recent, *same_time]
+    expected = [recent, late_import, *more]  # as recorded, not by event time
     assert [r["eventID"] for r in document["Records"]] == [str(e.event_id) for e in expected]
     assert [link["sequence"] for link in document["Chain"]] == [e.sequence for e in expected]
+
+
+def test_json_export_verifies_offline_with_its_digests(admin_client, org):
+    from audit import digests, verify
+
+    decrypt(org, T0 + timedelta(hours=1))
+    record_event(org=org, kind="ingested", event_name="DisableKey", event_time=T0)
+    digests.sign_chain_digests()
+    decrypt(org, T0 + timedelta(hours=2), error="DisabledException")
+    digests.sign_chain_digests()
+
+    _response, body = download(admin_client, org, format="json")
+    report = verify.verify_export(json.loads(body), digests.public_key())
+    assert report.ok, report.problems
+    assert (report.events, report.digests) == (3, 2)
+
+    _response, body = download(admin_client, org, format="json", errors_only="on")
+    filtered = verify.verify_export(json.loads(body), digests.public_key(), allow_gaps=True)
+    assert filtered.ok, filtered.problems
+    assert filtered.events == 1

@@ -85,9 +85,23 @@ def page(request, browser, live_server) -> Iterator:
 
 @pytest.fixture
 def login(settings) -> Callable:
-    """``login(page, email, password=DEMO_PASSWORD)``: sign in through the login form."""
+    """``login(page, email, password=DEMO_PASSWORD, *, otp=None)``: sign in through the form.
 
-    def _login(page, email: str, password: str | None = None) -> None:
+    Two-factor: vendor staff always pass it (``otp`` defaults to True for them): the fixture
+    gives the user an authenticator if they have none and types its current code on the verify
+    page. ``otp=True`` does the same for a customer (needed before revoke or re-encryption);
+    ``otp=False`` stops after the password, wherever the portal sends the user (e.g. to set up
+    an authenticator: tests/e2e/test_security_browser.py walks that page itself).
+    """
+    from django.contrib.auth import get_user_model
+
+    from tests.support import fresh_totp_code, totp_device
+
+    def _login(page, email: str, password: str | None = None, *, otp: bool | None = None) -> None:
+        user = get_user_model().objects.filter(email__iexact=email).first()
+        if otp is None:
+            otp = bool(user is not None and (user.is_staff or user.is_superuser))
+        device = totp_device(user) if otp and user is not None else None
         page.goto("/accounts/login/")
         page.get_by_label("E-mail address", exact=True).fill(email)
         page.get_by_label("Password", exact=True).fill(password or settings.DEMO_PASSWORD)
@@ -95,5 +109,14 @@ def login(settings) -> Callable:
             page.get_by_role("button", name="Log in").click()
         if "/accounts/login/" in page.url:
             pytest.fail(f"login as {email} failed: still on {page.url}")
+        if device is None:
+            return
+        if "/accounts/2fa/verify/" not in page.url:
+            pytest.fail(f"login as {email}: expected the two-factor step, got {page.url}")
+        page.get_by_label("Code from your authenticator app").fill(fresh_totp_code(device))
+        with page.expect_navigation():
+            page.get_by_role("button", name="Verify").click()
+        if "/accounts/2fa/" in page.url:
+            pytest.fail(f"two-factor step for {email} failed: still on {page.url}")
 
     return _login

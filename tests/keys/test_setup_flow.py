@@ -14,6 +14,7 @@ from orgs.models import AppInstance, Site
 from orgs.staff_roles import ACCOUNT_REPS
 from tests.factories import OrganizationFactory, org_admin, staff_user
 from tests.keys.conftest import CUSTOMER_ACCOUNT
+from tests.support import login_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -156,12 +157,12 @@ def test_staff_pages_are_for_account_reps_only(client, submitted):
     client.force_login(submitted.requested_by)
     assert client.get("/staff/requests/").status_code == 403
     assert client.post(f"/staff/requests/{submitted.pk}/claim/").status_code == 403
-    client.force_login(staff_user("Support staff"))
+    login_staff(client, staff_user("Support staff"))
     assert client.get("/staff/requests/").status_code == 403
 
 
 def test_queue_filters_and_counts(client, submitted, rep):
-    client.force_login(rep)
+    login_staff(client, rep)
     page = client.get("/staff/requests/").content.decode()
     assert "globex-secure" in page and "Submitted: 1" in page
     assert "globex-secure" not in client.get("/staff/requests/?location=eu").content.decode()
@@ -171,8 +172,8 @@ def test_queue_filters_and_counts(client, submitted, rep):
 
 def test_claim_through_the_page_shows_a_clear_message_to_the_loser(client, submitted, rep):
     other = staff_user(ACCOUNT_REPS)
-    client.force_login(rep)
+    login_staff(client, rep)
     client.post(f"/staff/requests/{submitted.pk}/claim/")
-    client.force_login(other)
+    login_staff(client, other)
     response = client.post(f"/staff/requests/{submitted.pk}/claim/", follow=True)
     assert "already claimed" in response.content.decode()

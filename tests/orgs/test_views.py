@@ -10,6 +10,7 @@ from tests.factories import (
     org_member,
     staff_user,
 )
+from tests.support import login_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +78,7 @@ def test_org_admin_reaches_byok_and_audit_pages(client):
 
 
 def test_staff_see_links_to_staff_pages_and_admin(client):
-    login(client, staff_user("Account representatives"))
+    login_staff(client, staff_user("Account representatives"))
     body = client.get("/").content.decode()
     assert reverse("staff-requests") in body
     assert reverse("admin:index") in body

@@ -107,8 +107,11 @@ class AuditEvent(models.Model):
             models.Index(
                 fields=["organization", "aws_region", "-event_time"], name="audit_org_region"
             ),
+            # "Errors only" walks the org's errors newest first without touching the rest.
             models.Index(
-                fields=["organization", "error_code", "-event_time"], name="audit_org_error"
+                fields=["organization", "-event_time", "-id"],
+                condition=~models.Q(error_code=""),
+                name="audit_org_errors",
             ),
             models.Index(fields=["request_id"], name="audit_request_id"),
         ]

@@ -196,6 +196,8 @@ AXES_USERNAME_CALLABLE = "security.throttling.username_of"
 AXES_CLIENT_IP_CALLABLE = "security.throttling.client_ip"
 # Sign-ins are in the audit log already; axes keeps only the failures it counts.
 AXES_DISABLE_ACCESS_LOG = True
+# Masked in what axes stores of a failed attempt (it always masks "password").
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code", "csrfmiddlewaretoken"]
 AXES_VERBOSE = False  # no start-up banner in every process's log
 
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="BYOK Portal")

@@ -20,6 +20,7 @@ from keys.lifecycle import TransitionNotAllowed
 from keys.models import ConnectionState, ReencryptionRequest, SetupRequest
 from orgs.eligibility import byok_eligibility
 from orgs.permissions import org_admin_required
+from security.decorators import otp_required_for_destructive, recent_auth_required
 
 
 @org_admin_required
@@ -76,6 +77,8 @@ def setup_request_preflight_fragment(request, org, request_id: int):
 
 
 @org_admin_required
+@otp_required_for_destructive
+@recent_auth_required
 @require_http_methods(["GET", "POST"])
 def revoke_access(request, org):
     connection = selectors.connection_of(org)
@@ -152,9 +155,14 @@ def _connection_or_404(org):
 
 
 @org_admin_required
+@otp_required_for_destructive
+@recent_auth_required
 @require_http_methods(["GET", "POST"])
 def reencrypt(request, org):
-    """Request re-encryption under new keys; the open request's progress; the history."""
+    """Request re-encryption under new keys; the open request's progress; the history.
+
+    Like revoke, a key change wants two-factor and a recent sign-in (security.decorators).
+    """
     connection = _connection_or_404(org)
     context = selectors.reencrypt_page_context(org, connection)
     can_request = connection.state == ConnectionState.ACTIVE and context["open_request"] is None

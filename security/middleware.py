@@ -2,8 +2,9 @@
 
 An authenticated user who needs a second factor and whose session has not passed one is sent to
 set up an authenticator app or to enter a code, then back. Exempt: the two-factor pages
-themselves, log-out, static files, /healthz and the public audit trust endpoints. The Django
-admin is not exempt (and its site also refuses unverified sessions by itself).
+themselves (and re-authentication, which set-up may ask for first), log-out, static files,
+/healthz and the public audit trust endpoints. The Django admin is not exempt (and its site
+also refuses unverified sessions by itself).
 """
 
 from functools import cached_property
@@ -16,6 +17,7 @@ from security.mfa import is_verified, needs_second_factor, redirect_to_second_fa
 EXEMPT_URL_NAMES = (
     "two-factor-setup",
     "two-factor-verify",
+    "reauthenticate",  # set-up asks for the password first when the sign-in is not recent
     "logout",
     "admin:logout",
     "healthz",

@@ -557,7 +557,8 @@ def test_every_url_pattern_has_a_rule():
 
 def test_rules_name_only_existing_urls():
     names = {r.key for r in all_routes()}
-    assert not sorted(set(RULES) - names), "rules for URLs that no longer exist"
+    stale = sorted(set(RULES) - names)
+    assert not stale, f"rules for URL names that no longer exist: {', '.join(stale)}"
 
 
 def test_the_walk_covers_the_admin_and_every_app():

@@ -182,6 +182,19 @@ def test_setting_up_an_authenticator_long_after_sign_in_asks_for_the_password(cl
     assert not TOTPDevice.objects.filter(user=user).exists()
 
 
+def test_staff_returning_late_to_set_up_confirm_their_password_first(client):
+    rep = staff_user(ACCOUNT_REPS)
+    client.force_login(rep)
+    make_auth_stale(client, 3600)
+    to_setup = client.get("/staff/requests/")
+    to_reauth = client.get(to_setup["Location"])
+    assert to_reauth["Location"].startswith("/accounts/reauthenticate/?next=")
+    assert client.get(to_reauth["Location"]).status_code == 200  # not sent round in circles
+    back = client.post(to_reauth["Location"], {"password": PASSWORD})
+    assert back["Location"].startswith("/accounts/2fa/setup/")
+    assert client.get(back["Location"]).status_code == 200
+
+
 # --- Destructive actions: two-factor and a recent sign-in --------------------------------
 
 

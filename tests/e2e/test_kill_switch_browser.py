@@ -31,7 +31,7 @@ def revoke_in_portal(page, org):
 
 
 def test_revoke_takes_apps_offline_and_restore_brings_them_back(page, login, acme):
-    login(page, "admin@acme.example")
+    login(page, "admin@acme.example", otp=True)
     page.goto(f"/orgs/{acme.pk}/byok/")
     for app in ("jira", "confluence"):
         expect(page.locator(f"tr[data-app='{app}']")).to_contain_text("Readable")
@@ -69,7 +69,7 @@ def test_revoke_takes_apps_offline_and_restore_brings_them_back(page, login, acm
 
 
 def test_revoke_left_past_its_deadline_expires_and_refuses_restore(page, login, acme):
-    login(page, "admin@acme.example")
+    login(page, "admin@acme.example", otp=True)
     revoke_in_portal(page, acme)
     # Sixteen days pass.
     ByokConnection.objects.filter(organization=acme).update(

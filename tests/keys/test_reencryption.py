@@ -41,7 +41,7 @@ from tests.factories import (
     staff_user,
 )
 from tests.keys.conftest import CUSTOMER_ACCOUNT
-from tests.support import login_staff
+from tests.support import login_staff, login_verified
 
 pytestmark = pytest.mark.django_db
 S = ConnectionState
@@ -196,18 +196,24 @@ def test_only_one_open_request_at_a_time(byok, rep):
     assert reencryption.request_reencryption(org=byok.org, actor=byok.admin).pk != first.pk
 
 
+def test_request_page_wants_two_factor_and_a_recent_sign_in(client, byok):
+    client.force_login(byok.admin)
+    response = client.get(reverse("byok-reencrypt", args=[byok.org.pk]))
+    assert response.status_code == 302 and "/accounts/2fa/" in response["Location"]
+
+
 def test_member_gets_403_and_an_outsider_404_on_the_re_encryption_page(client, byok):
     url = reverse("byok-reencrypt", args=[byok.org.pk])
-    client.force_login(org_member(byok.org))
+    login_verified(client, org_member(byok.org))
     assert client.get(url).status_code == 403
-    client.force_login(org_admin())
+    login_verified(client, org_admin())
     assert client.get(url).status_code == 404
     assert client.post(url, {"key_source": "alias", "when": "now", "mode": "rewrap"}).status_code == 404
     assert not ReencryptionRequest.objects.exists()
 
 
 def test_admin_sees_the_replacement_kit_and_submits_through_the_page(client, byok):
-    client.force_login(byok.admin)
+    login_verified(client, byok.admin)
     url = reverse("byok-reencrypt", args=[byok.org.pk])
     page = client.get(url).content.decode()
     assert "byok-us-us-east-1-next.template.json" in page
@@ -228,7 +234,7 @@ def test_admin_sees_the_replacement_kit_and_submits_through_the_page(client, byo
 
 
 def test_an_invalid_request_saves_nothing_and_says_why(client, byok):
-    client.force_login(byok.admin)
+    login_verified(client, byok.admin)
     response = client.post(
         reverse("byok-reencrypt", args=[byok.org.pk]),
         {
@@ -780,6 +786,7 @@ def test_progress_is_shown_live_to_the_admin_and_the_rep(
     ).content.decode()
     assert f"{job.done} of {job.total} data keys" in fragment
     assert "data-poll-done" not in fragment and "Rate" in fragment and "Time left" in fragment
+    login_verified(client, byok.admin)
     page = client.get(reverse("byok-reencrypt", args=[byok.org.pk])).content.decode()
     assert 'data-poll-url="/orgs/' in page and "Previous, still in use" in page
     login_staff(client, rep)
@@ -787,7 +794,7 @@ def test_progress_is_shown_live_to_the_admin_and_the_rep(
     assert b"KMS calls" in staff
     with django_capture_on_commit_callbacks(execute=True):
         step(job, 50)
-    client.force_login(byok.admin)
+    login_verified(client, byok.admin)
     fragment = client.get(
         reverse("byok-reencrypt-progress", args=[byok.org.pk, job.request_id])
     ).content.decode()

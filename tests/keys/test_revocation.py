@@ -225,8 +225,10 @@ def test_a_disabled_exception_in_the_data_plane_revokes_at_once(byok_org, inject
 
 
 def test_revoke_page_demands_the_typed_name_and_the_password(client, byok_org):
+    from tests.support import login_verified
+
     org = byok_org["org"]
-    client.force_login(byok_org["admin"])
+    login_verified(client, byok_org["admin"])
     url = f"/orgs/{org.pk}/byok/revoke/"
     page = client.get(url).content.decode()
     assert "Every BYOK app of" in page

@@ -111,10 +111,9 @@ class _MotoProcess:
 def _run_with_django() -> dict:
     import logging
 
+    from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
-
-    from django.conf import settings
 
     for name in ("werkzeug", "botocore", "moto", "celery", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -241,8 +240,8 @@ def _organization(*, records: int, deks: int) -> dict:
     table = AppRecord._meta.db_table
     now = timezone.now()
     per_dek = max(records // deks, 1)
-    sql = (
-        f"INSERT INTO {table} (id, app_instance_id, kind, data_key_id, ciphertext, version, "
+    sql = (  # the table name is the model's own, not input
+        f"INSERT INTO {table} (id, app_instance_id, kind, data_key_id, ciphertext, version, "  # noqa: S608
         "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
     )
     rows = []
@@ -305,7 +304,7 @@ def _approved_job(org: dict, mode: str):
     )
 
 
-# --- The jobs --------------------------------------------------------------------------------------
+# --- The jobs ------------------------------------------------------------------------------
 
 
 class _KmsCounter:
@@ -320,7 +319,9 @@ def _phase_seconds(job) -> dict:
     from keys.models import ReencryptionEvent
 
     at = dict(
-        ReencryptionEvent.objects.filter(request_id=job.request_id).values_list("kind", "created_at")
+        ReencryptionEvent.objects.filter(request_id=job.request_id).values_list(
+            "kind", "created_at"
+        )
     )
     out = {}
     if "started" in at and "verifying" in at:
@@ -380,7 +381,7 @@ def _rotate(org: dict) -> dict:
     }
 
 
-# --- The reader process ---------------------------------------------------------------------------
+# --- The reader process -----------------------------------------------------------------------
 
 
 READER_THREADS = 4

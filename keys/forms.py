@@ -271,7 +271,10 @@ class ReencryptionRequestForm(forms.Form):
         widget=forms.RadioSelect,
         initial=KEYS_ALIAS,
         choices=[
-            (KEYS_ALIAS, "Find them by the alias alias/byok-key-management-next (replacement-keys template)"),
+            (
+                KEYS_ALIAS,
+                "Find them by the alias alias/byok-key-management-next (replacement-keys template)",
+            ),
             (KEYS_ARNS, "Enter the key ARN of each region"),
         ],
     )

@@ -348,9 +348,7 @@ class ReencryptionRequest(models.Model):
     mode = models.CharField(
         max_length=10, choices=ReencryptionMode.choices, default=ReencryptionMode.REWRAP
     )
-    key_source = models.CharField(
-        max_length=10, choices=KeySource.choices, default=KeySource.ALIAS
-    )
+    key_source = models.CharField(max_length=10, choices=KeySource.choices, default=KeySource.ALIAS)
     key_alias = models.CharField(max_length=256, blank=True)
     requested_key_arns = models.JSONField(
         default=dict, blank=True, help_text="Region → key ARN, as the admin entered them."

@@ -547,6 +547,7 @@ def execute_preflight(*, preflight_run_id: int) -> PreflightRun:
                 location_code=request.location,
                 alias=key_alias(),
                 encryption_context=preflight_encryption_context(request),
+                key_ids=_connected_keys(connection, request.location),
             )
         except Exception:
             # A bug or a database error, not an AWS answer: logged for us, plain words for them.
@@ -611,6 +612,14 @@ def _finish(preflight_run_id: int, report: PreflightReport, *, role_arn: str) ->
         recipient_account_id=request.aws_account_id,
     )
     return run
+
+
+def _connected_keys(connection: ByokConnection, location_code: str) -> dict[str, str] | None:
+    """A connection that already has keys is checked on those keys, by ARN: after a
+    re-encryption they are the new keys, whatever the setup alias still points to."""
+    current = dict(connection.keys.filter(is_current=True).values_list("region", "key_arn"))
+    regions = get_location(location_code).regions
+    return current if all(r in current for r in regions) else None
 
 
 def _connection_failure(request: SetupRequest, connection: ByokConnection | None) -> Check:

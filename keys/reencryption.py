@@ -228,7 +228,11 @@ def cancel_reencryption_request(*, org, request_id: int, actor) -> ReencryptionR
     if not req.is_open or (job is not None and job.state != ReencryptionJob.State.SCHEDULED):
         raise ReencryptionRefused(
             f"Request #{req.pk} can no longer be cancelled: "
-            + ("its job has started." if req.is_open else f"it is {req.get_status_display().lower()}.")
+            + (
+                "its job has started."
+                if req.is_open
+                else f"it is {req.get_status_display().lower()}."
+            )
         )
     now = timezone.now()
     req.status, req.closed_at = R.CANCELLED, now
@@ -439,7 +443,12 @@ def start_reencryption_preflight(*, request_id: int, actor) -> ReencryptionPrefl
         lost.status, lost.finished_at = PreflightRun.Status.FAILED, now
         lost.checks = [
             preflight.Check(
-                "preflight", "", False, "The preflight did not finish.", "Run it again.", "timed-out"
+                "preflight",
+                "",
+                False,
+                "The preflight did not finish.",
+                "Run it again.",
+                "timed-out",
             ).to_dict()
         ]
         lost.save(update_fields=["status", "finished_at", "checks"])
@@ -683,9 +692,7 @@ def _notify_reps_submitted(request_id: int) -> None:
 
 
 def _notify_admins(request_id: int, *, subject: str, body: str) -> None:
-    req = ReencryptionRequest.objects.select_related("organization", "assignee").get(
-        pk=request_id
-    )
+    req = ReencryptionRequest.objects.select_related("organization", "assignee").get(pk=request_id)
     recipients = notifications.org_admin_emails(req.organization)
     if req.assignee:
         recipients.append(req.assignee.email)

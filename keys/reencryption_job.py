@@ -61,12 +61,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -397,16 +397,27 @@ class _Runner:
         self._session: aws.CustomerSession | None = None
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
+        self._audit = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="reencrypt-audit")
+            if _background_audit_is_safe()
+            else None
+        )
+        self._audit_pending = None
         self._keys_checked_at = float("-inf")
         self._fresh: dict[int, bool] = {}
         self._ciphers: dict[int, DataKeyCipher] = {}
+        self._pending: dict[int, list[Future]] = {}
         self._retire_attempts = 0
         self._last_commit = time.monotonic()
 
     # -- plumbing --
 
     def close(self) -> None:
-        self._flush_calls()
+        try:
+            self._flush_calls()
+        finally:
+            self._drain_audit()
+        self._abandon_unwraps()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._ciphers.clear()
@@ -450,28 +461,48 @@ class _Runner:
         return self._session
 
     def _flush_calls(self) -> None:
-        """Write the AWS calls made so far as key-usage events (own transaction)."""
+        """Write the AWS calls made so far as key-usage events.
+
+        Inline, or on the run's audit writer (a thread with its own database connection) so
+        that one batch's events are written while the next batch's KMS calls are in flight. At
+        most one batch is in flight: a new one waits for the previous (and any error in it).
+        """
         calls, self.calls = self.calls, []
         if not calls:
             return
-        with transaction.atomic():
-            for call in calls:
-                record_key_usage(org=self.org, call=call)
-        kms = sum(1 for c in calls if c.service == "kms.amazonaws.com")
-        if kms:
-            from django.db.models import F
+        if self._audit is None:
+            _write_calls(self.org, self.job_id, calls)
+            return
+        if self._audit_pending is not None:
+            self._audit_pending.result()
+        self._audit_pending = self._audit.submit(_write_calls, self.org, self.job_id, calls)
 
-            ReencryptionJob.objects.filter(pk=self.job_id).update(kms_calls=F("kms_calls") + kms)
+    def _drain_audit(self) -> None:
+        if self._audit is None:
+            return
+        try:
+            if self._audit_pending is not None:
+                self._audit_pending.result()
+        finally:
+            self._audit_pending = None
+            self._audit.submit(lambda: connection.close()).result()  # the thread's own
+            self._audit.shutdown(wait=True)
+            self._audit = None
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        """The run's KMS threads (None: calls are made one by one, in this thread)."""
+        concurrency = int(_setting("REENCRYPTION_KMS_CONCURRENCY", DEFAULT_KMS_CONCURRENCY))
+        if concurrency <= 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reencrypt")
+        return self._pool
 
     def _parallel(self, fn, items: list) -> list:
-        concurrency = int(_setting("REENCRYPTION_KMS_CONCURRENCY", DEFAULT_KMS_CONCURRENCY))
-        if len(items) <= 1 or concurrency <= 1:
+        pool = self._executor() if len(items) > 1 else None
+        if pool is None:
             return [fn(item) for item in items]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=concurrency, thread_name_prefix="reencrypt"
-            )
-        return list(self._pool.map(fn, items))
+        return list(pool.map(fn, items))
 
     def _org_deks(self):
         return DataKey.objects.filter(app_instance_id__in=self.app_ids, destroyed_at=None)
@@ -591,15 +622,16 @@ class _Runner:
             else:
                 _fail_locked(
                     job,
-                    f"The key connection became {state[0]} while the job ran; "
-                    "nothing was retired.",
+                    f"The key connection became {state[0]} while the job ran; nothing was retired.",
                 )
         raise _Stop
 
     def _check_keys(self) -> None:
         """``DescribeKey`` every key in use at most every few seconds: moto (unlike AWS) lets
         a disabled key work, and a customer who disables a key means to revoke."""
-        interval = float(_setting("REENCRYPTION_KEY_CHECK_INTERVAL_S", DEFAULT_KEY_CHECK_INTERVAL_S))
+        interval = float(
+            _setting("REENCRYPTION_KEY_CHECK_INTERVAL_S", DEFAULT_KEY_CHECK_INTERVAL_S)
+        )
         now = time.monotonic()
         if now - self._keys_checked_at < interval:
             return
@@ -718,7 +750,9 @@ class _Runner:
             )
         )
         transition(
-            connection, S.REENCRYPTING, reason=f"Re-encrypting under new keys (request #{request.pk})."
+            connection,
+            S.REENCRYPTING,
+            reason=f"Re-encrypting under new keys (request #{request.pk}).",
         )
         new_keys: dict[str, int] = {}
         for region in self.regions:
@@ -933,7 +967,9 @@ class _Runner:
         for pk, app_id, dek_id, version, blob in rows:
             if self._is_fresh(dek_id, job):
                 continue
-            plaintext = dataplane.decrypt_for(app_instance_id=app_id, record_id=pk, blob=bytes(blob))
+            plaintext = dataplane.decrypt_for(
+                app_instance_id=app_id, record_id=pk, blob=bytes(blob)
+            )
             try:
                 for _attempt in range(2):
                     new_dek, new_blob = dataplane.encrypt_for(
@@ -991,7 +1027,9 @@ class _Runner:
             locked.verify_last_id = locked.verified = 0
             locked.verify_total = self._org_records().count()
             locked.rate = 0.0
-            locked.save(update_fields=["phase", "verify_last_id", "verified", "verify_total", "rate"])
+            locked.save(
+                update_fields=["phase", "verify_last_id", "verified", "verify_total", "rate"]
+            )
             _event(locked, "verifying", f"{note} Verifying that every record decrypts.")
             _audit(
                 locked,
@@ -1003,32 +1041,53 @@ class _Runner:
         self._last_commit = time.monotonic()
 
     def _unwrap_new(self, plan: list[tuple[int, dict, dict[str, bytes]]], job) -> None:
-        """``Decrypt`` each DEK's new wrapping in every region; the regions must agree."""
+        """Start ``Decrypt`` of each DEK's new wrapping in every region (in the KMS threads);
+        :meth:`_cipher` collects them, so records of one DEK are opened while the next DEKs
+        are still being unwrapped."""
         new_keys = self._new_keys(job)
-        items = [
-            (dek_id, context, region, new_keys[region].key_arn, blobs[region])
-            for dek_id, context, blobs in plan
-            for region in self.regions
-        ]
         session = self.session()
 
         def unwrap(item):
-            dek_id, context, region, key_arn, blob = item
+            context, region, key_arn, blob = item
             try:
-                return dek_id, session.decrypt(region, key_arn, blob, context)
+                return session.decrypt(region, key_arn, blob, context)
             except aws.AwsError as err:
                 err.key_arn = key_arn
                 raise
 
-        results: dict[int, list[bytes]] = defaultdict(list)
-        for dek_id, plaintext in self._parallel(unwrap, items):
-            results[dek_id].append(plaintext)
-        for dek_id, plaintexts in results.items():
-            first = plaintexts[0]
-            if not all(hmac.compare_digest(first, other) for other in plaintexts[1:]):
-                raise _JobFailed(f"Data key #{dek_id} unwraps to different keys in two regions.")
-            self._ciphers[dek_id] = DataKeyCipher(dek_id=dek_id, dek=first)
-        results.clear()
+        pool = self._executor()
+        for dek_id, context, blobs in plan:
+            items = [(context, r, new_keys[r].key_arn, blobs[r]) for r in self.regions]
+            if pool is None:
+                self._pending[dek_id] = [_done(unwrap(item)) for item in items]
+            else:
+                self._pending[dek_id] = [pool.submit(unwrap, item) for item in items]
+
+    def _cipher(self, dek_id: int) -> DataKeyCipher | None:
+        """The DEK as unwrapped from its new wrappings (which must agree across regions)."""
+        cipher = self._ciphers.get(dek_id)
+        if cipher is not None:
+            return cipher
+        futures = self._pending.pop(dek_id, None)
+        if futures is None:
+            return None
+        try:
+            plaintexts = [future.result() for future in futures]
+        except BaseException:
+            self._abandon_unwraps()
+            raise
+        first = plaintexts[0]
+        if not all(hmac.compare_digest(first, other) for other in plaintexts[1:]):
+            raise _JobFailed(f"Data key #{dek_id} unwraps to different keys in two regions.")
+        cipher = self._ciphers[dek_id] = DataKeyCipher(dek_id=dek_id, dek=first)
+        del plaintexts, first
+        return cipher
+
+    def _abandon_unwraps(self) -> None:
+        for futures in self._pending.values():
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
 
     def _verify_batch(self, job: ReencryptionJob) -> bool:
         started = time.monotonic()
@@ -1061,13 +1120,19 @@ class _Runner:
             raise _JobFailed(f"Data key #{incomplete[0]} is not wrapped under every new key.")
         self._ciphers.clear()
         self._unwrap_new([(pk, context, blobs[pk]) for pk, context in rows], job)
-        opened = self._open_records(
-            self._org_records()
-            .filter(data_key_id__in=[pk for pk, _ in rows])
-            .values_list("pk", "app_instance_id", "data_key_id", "ciphertext")
-            .iterator(chunk_size=5000)
-        )
-        self._ciphers.clear()
+        try:
+            opened = self._open_records(
+                self._org_records()
+                .filter(data_key_id__in=[pk for pk, _ in rows])
+                .order_by("data_key_id")  # the DEKs in the order their unwraps were started
+                .values_list("pk", "app_instance_id", "data_key_id", "ciphertext")
+                .iterator(chunk_size=5000)
+            )
+            for pk, _context in rows:  # DEKs without records are verified too
+                self._cipher(pk)
+        finally:
+            self._abandon_unwraps()
+            self._ciphers.clear()
         self._flush_calls()
         self._commit(
             field="verify_last_id",
@@ -1082,11 +1147,11 @@ class _Runner:
 
     def _open_records(self, rows) -> int:
         """AES-GCM-open every record with the DEK unwrapped from its new wrapping."""
-        org_id, ciphers = self.org_id, self._ciphers
+        org_id, ciphers, cipher_of = self.org_id, self._ciphers, self._cipher
         failed: list[int] = []
         opened = 0
         for pk, app_id, dek_id, blob in rows:
-            cipher = ciphers.get(dek_id)
+            cipher = ciphers.get(dek_id) or cipher_of(dek_id)
             try:
                 if cipher is None:
                     raise DecryptionFailed("its data key was not verified")
@@ -1117,9 +1182,11 @@ class _Runner:
             with transaction.atomic():
                 _apply_updates(self._rotate_records(stale, job))
             rows = list(query.filter(pk__lte=rows[-1][0]))
-        unverified = sorted({row[2] for row in rows} - set(self._ciphers))
+        unverified = sorted({row[2] for row in rows} - set(self._ciphers) - set(self._pending))
         if unverified:
-            contexts = dict(DataKey.objects.filter(pk__in=unverified).values_list("pk", "encryption_context"))
+            contexts = dict(
+                DataKey.objects.filter(pk__in=unverified).values_list("pk", "encryption_context")
+            )
             blobs: dict[int, dict[str, bytes]] = defaultdict(dict)
             for wrapping in DataKeyWrapping.objects.filter(
                 data_key_id__in=unverified,
@@ -1188,14 +1255,19 @@ class _Runner:
                 deks = self._org_deks().annotate(under_new=under_new)
                 if locked.mode == ReencryptionMode.REWRAP:
                     straggler = (
-                        deks.filter(under_new__lt=n_regions).order_by("pk").values_list("pk", flat=True).first()
+                        deks.filter(under_new__lt=n_regions)
+                        .order_by("pk")
+                        .values_list("pk", flat=True)
+                        .first()
                     )
                     if straggler is not None:
                         locked.phase, locked.verify_last_id = P.VERIFY, straggler - 1
                 else:
                     fresh = deks.filter(pk__gt=locked.dek_watermark, under_new=n_regions)
                     fresh_ids = list(fresh.values_list("pk", flat=True))
-                    stale_current = self._org_deks().filter(is_current=True).exclude(pk__in=fresh_ids)
+                    stale_current = (
+                        self._org_deks().filter(is_current=True).exclude(pk__in=fresh_ids)
+                    )
                     stale_current.update(is_current=False)
                     straggler = (
                         self._org_records()
@@ -1251,7 +1323,9 @@ class _Runner:
                 destroyed_at=now, is_current=False
             )
         RegionalKey.objects.filter(pk__in=old_ids).update(retired_at=now)
-        transition(connection, S.ACTIVE, reason="Re-encryption completed: data is under the new keys.")
+        transition(
+            connection, S.ACTIVE, reason="Re-encryption completed: data is under the new keys."
+        )
         job.state, job.phase = J.COMPLETED, P.DONE
         job.finished_at = job.heartbeat_at = now
         job.state_reason, job.last_error, job.rate = "", "", 0.0
@@ -1318,9 +1392,51 @@ class _Runner:
         transaction.on_commit(after_commit)
 
 
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _write_calls(org, job_id: int, calls: list[aws.KmsCall]) -> None:
+    """The key-usage events of ``calls`` (one transaction), and the job's KMS call count."""
+    from django.db.models import F
+
+    with transaction.atomic():
+        for call in calls:
+            record_key_usage(org=org, call=call)
+    kms = sum(1 for c in calls if c.service == "kms.amazonaws.com")
+    if kms:
+        ReencryptionJob.objects.filter(pk=job_id).update(kms_calls=F("kms_calls") + kms)
+
+
+def _background_audit_is_safe() -> bool:
+    """A second writing connection is safe on PostgreSQL, and on SQLite only when every
+    transaction takes the write lock as it begins (``transaction_mode: IMMEDIATE``): a
+    deferred SQLite transaction that read first fails at once ("database is locked") when it
+    cannot upgrade. Never inside a caller's transaction (tests; its rows are not committed),
+    and never on an in-memory database (the browser lane shares one connection)."""
+    if not _setting("REENCRYPTION_AUDIT_IN_BACKGROUND", True) or connection.in_atomic_block:
+        return False
+    if connection.vendor != "sqlite":
+        return True
+    options = connection.settings_dict.get("OPTIONS") or {}
+    return options.get("transaction_mode") == "IMMEDIATE" and not connection.is_in_memory_db()
+
+
 def _apply_updates(updates) -> None:
-    """Rotate mode: write re-encrypted records unless the app changed them meanwhile."""
-    for pk, version, old_dek, new_dek, blob in updates:
-        AppRecord.objects.filter(pk=pk, version=version, data_key_id=old_dek).update(
-            ciphertext=blob, data_key_id=new_dek
+    """Rotate mode: write re-encrypted records unless the app changed them meanwhile (a
+    conditional UPDATE per record, sent as one ``executemany``: the ORM's per-row ``update``
+    costs more than the re-encryption itself)."""
+    if not updates:
+        return
+    table = connection.ops.quote_name(AppRecord._meta.db_table)  # the model's, not input
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET ciphertext = %s, data_key_id = %s "  # noqa: S608
+            "WHERE id = %s AND version = %s AND data_key_id = %s",
+            [
+                (blob, new_dek, pk, version, old_dek)
+                for pk, version, old_dek, new_dek, blob in updates
+            ],
         )

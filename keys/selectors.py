@@ -153,9 +153,7 @@ def reencryption_request_of(org, request_id: int):
 
 def open_reencryption_request_of(org):
     return (
-        reencryption_requests_of(org)
-        .filter(status__in=ReencryptionRequest.OPEN_STATUSES)
-        .first()
+        reencryption_requests_of(org).filter(status__in=ReencryptionRequest.OPEN_STATUSES).first()
     )
 
 

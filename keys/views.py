@@ -191,7 +191,9 @@ def reencrypt(request, org):
             )
             return redirect("byok-reencrypt-detail", org_id=org.pk, request_id=req.pk)
     if context["open_request"] is not None:
-        context.update(selectors.reencryption_progress_context(context["open_request"], staff=False))
+        context.update(
+            selectors.reencryption_progress_context(context["open_request"], staff=False)
+        )
     return render(
         request, "keys/reencrypt.html", {**context, "form": form, "can_request": can_request}
     )

@@ -79,7 +79,9 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
     worker = celery_worker_process
     before = _plaintexts(acme)
     deks = DataKey.objects.filter(app_instance__site__organization=acme).count()
-    old_keys = set(RegionalKey.objects.filter(connection__organization=acme).values_list("pk", flat=True))
+    old_keys = set(
+        RegionalKey.objects.filter(connection__organization=acme).values_list("pk", flat=True)
+    )
     admin = User.objects.get(email="admin@acme.example")
     rep = staff_user(ACCOUNT_REPS)
 
@@ -89,8 +91,10 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
     wait_for(
         lambda: ReencryptionPreflight.objects.get(pk=run.pk).status == "passed",
         timeout=60,
-        message=lambda: f"the worker's preflight: {ReencryptionPreflight.objects.get(pk=run.pk).checks}"
-        + worker.log()[-2000:],
+        message=lambda: (
+            f"the worker's preflight: {ReencryptionPreflight.objects.get(pk=run.pk).checks}"
+            + worker.log()[-2000:]
+        ),
     )
     reencryption.approve_reencryption_request(
         request_id=req.pk, rep=rep, batch_size=1, batch_interval_s=BATCH_INTERVAL_S
@@ -125,15 +129,18 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
         lambda: job_now().lease_token not in ("", at_kill.lease_token),
         timeout=60,
         interval=0.1,
-        message=lambda: f"a new run to take the job over: {job_now().__dict__}\n{worker.log()[-3000:]}",
+        message=lambda: (
+            f"a new run to take the job over: {job_now().__dict__}\n{worker.log()[-3000:]}"
+        ),
     )
     assert worker.log().count("sweep_reencryption_jobs") > sweeps_before
     done = wait_for(
         lambda: (j := job_now()).state in ("completed", "failed") and j,
         timeout=120,
         interval=0.2,
-        message=lambda: f"the job to finish after the restart: {job_now().__dict__}\n"
-        + worker.log()[-4000:],
+        message=lambda: (
+            f"the job to finish after the restart: {job_now().__dict__}\n" + worker.log()[-4000:]
+        ),
     )
     assert done.state == "completed", (done.state_reason, done.last_error)
     assert done.done == done.total == deks
@@ -149,7 +156,9 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
     assert not live.filter(regional_key_id__in=old_keys).exists()
     pairs = list(live.values_list("data_key_id", "regional_key_id"))
     assert len(pairs) == len(set(pairs)) == deks * len(new_keys)
-    assert set(RegionalKey.objects.filter(pk__in=old_keys).values_list("retired_at", flat=True)) != {None}
+    assert set(
+        RegionalKey.objects.filter(pk__in=old_keys).values_list("retired_at", flat=True)
+    ) != {None}
     assert not RegionalKey.objects.filter(pk__in=old_keys, retired_at=None).exists()
     assert ByokConnection.objects.get(organization=acme).state == "active"
 

@@ -208,7 +208,10 @@ def test_member_gets_403_and_an_outsider_404_on_the_re_encryption_page(client, b
     assert client.get(url).status_code == 403
     login_verified(client, org_admin())
     assert client.get(url).status_code == 404
-    assert client.post(url, {"key_source": "alias", "when": "now", "mode": "rewrap"}).status_code == 404
+    assert (
+        client.post(url, {"key_source": "alias", "when": "now", "mode": "rewrap"}).status_code
+        == 404
+    )
     assert not ReencryptionRequest.objects.exists()
 
 
@@ -267,22 +270,38 @@ def form(byok, **data):
         ({}, "window_date", "Choose the date"),
         ({"window_date": "2026-03-21"}, "window_time", "Choose the time"),
         ({"window_date": "2026-03-20", "window_time": "11:59"}, "window_date", "in the future"),
-        ({"window_date": "2026-07-01", "window_time": "03:00"}, "window_date", "within the next 90"),
+        (
+            {"window_date": "2026-07-01", "window_time": "03:00"},
+            "window_date",
+            "within the next 90",
+        ),
         # Europe/Berlin, last Sunday of March: 02:00 → 03:00 (02:30 never happens).
         (
-            {"window_date": "2026-03-29", "window_time": "02:30", "window_timezone": "Europe/Berlin"},
+            {
+                "window_date": "2026-03-29",
+                "window_time": "02:30",
+                "window_timezone": "Europe/Berlin",
+            },
             "window_time",
             "does not exist",
         ),
         # Europe/Berlin, last Sunday of October: 03:00 → 02:00 (02:30 happens twice).
         (
-            {"window_date": "2026-10-25", "window_time": "02:30", "window_timezone": "Europe/Berlin"},
+            {
+                "window_date": "2026-10-25",
+                "window_time": "02:30",
+                "window_timezone": "Europe/Berlin",
+            },
             "window_time",
             "happens twice",
         ),
         ({"window_date": "2026-03-21", "window_time": "25:00"}, "window_time", "valid time"),
         (
-            {"window_date": "2026-03-21", "window_time": "03:00", "window_timezone": "Mars/Olympus"},
+            {
+                "window_date": "2026-03-21",
+                "window_time": "03:00",
+                "window_timezone": "Mars/Olympus",
+            },
             "window_timezone",
             "valid choice",
         ),
@@ -298,7 +317,9 @@ def test_maintenance_window_is_validated_with_clear_errors(byok, data, field, me
 def test_window_is_read_in_its_time_zone_and_stored_in_utc(byok):
     f = form(byok, window_date="2026-03-21", window_time="09:30", window_timezone="Asia/Tokyo")
     assert f.is_valid(), f.errors
-    assert f.cleaned_data["scheduled_for"] == datetime.datetime(2026, 3, 21, 0, 30, tzinfo=datetime.UTC)
+    assert f.cleaned_data["scheduled_for"] == datetime.datetime(
+        2026, 3, 21, 0, 30, tzinfo=datetime.UTC
+    )
     now = form(byok, when="now")
     assert now.is_valid(), now.errors
     assert now.cleaned_data["scheduled_for"] is None
@@ -307,7 +328,9 @@ def test_window_is_read_in_its_time_zone_and_stored_in_utc(byok):
 def test_window_in_the_past_is_refused_by_the_service_too(byok):
     with pytest.raises(reencryption.ReencryptionRefused, match="future"):
         reencryption.request_reencryption(
-            org=byok.org, actor=byok.admin, scheduled_for=timezone.now() - datetime.timedelta(minutes=1)
+            org=byok.org,
+            actor=byok.admin,
+            scheduled_for=timezone.now() - datetime.timedelta(minutes=1),
         )
 
 
@@ -323,7 +346,12 @@ def test_key_arns_must_be_key_arns_of_the_region_and_account_and_new(byok, new_k
     assert "in us-east-1, not in us-west-2" in f.errors["key_arn_us-west-2"][0]
     other_account = good["us-east-1"].replace(CUSTOMER_ACCOUNT, "999988887777")
     current = byok.arns["us-west-2"]
-    f = form(byok, when="now", key_source="arns", **{"key_arn_us-east-1": other_account, "key_arn_us-west-2": current})
+    f = form(
+        byok,
+        when="now",
+        key_source="arns",
+        **{"key_arn_us-east-1": other_account, "key_arn_us-west-2": current},
+    )
     assert not f.is_valid()
     assert "account 999988887777" in f.errors["key_arn_us-east-1"][0]
     assert "current keys" in f.errors["key_arn_us-west-2"][0]
@@ -516,9 +544,7 @@ def test_new_writes_use_new_data_keys_under_the_new_keys_at_once(
     assert record.data_key_id > job.dek_watermark
 
 
-def test_another_process_stops_writing_with_its_cached_key_within_the_guard_ttl(
-    byok, monkeypatch
-):
+def test_another_process_stops_writing_with_its_cached_key_within_the_guard_ttl(byok, monkeypatch):
     class Clock:
         now = 1000.0
 
@@ -768,7 +794,9 @@ def test_admin_cancels_before_the_job_starts_but_not_after(
     with django_capture_on_commit_callbacks(execute=True):
         step(job, 2)
     with pytest.raises(reencryption.ReencryptionRefused, match="started"):
-        reencryption.cancel_reencryption_request(org=byok.org, request_id=job.request_id, actor=byok.admin)
+        reencryption.cancel_reencryption_request(
+            org=byok.org, request_id=job.request_id, actor=byok.admin
+        )
 
 
 # --- Progress pages ------------------------------------------------------------------------------
@@ -805,3 +833,37 @@ def test_progress_is_shown_live_to_the_admin_and_the_rep(
 
 def test_preflight_run_model_statuses_are_shared():
     assert ReencryptionPreflight._meta.get_field("status").choices == PreflightRun.Status.choices
+
+
+def test_after_re_encryption_a_new_setup_request_is_checked_on_the_new_keys(
+    byok, rep, new_keys, records, django_capture_on_commit_callbacks
+):
+    from keys import services
+    from keys.preflight import start_preflight
+
+    job = approved_job(byok, rep, django_capture_on_commit_callbacks, run=True)
+    assert job.state == J.COMPLETED
+    # The setup alias still points at the old keys (the customer may disable them now).
+    req = services.submit_setup_request(
+        org=byok.org,
+        actor=byok.admin,
+        aws_account_id=CUSTOMER_ACCOUNT,
+        site_name="acme-more",
+        location="us",
+        apps=["jsm"],
+    )
+    services.claim_setup_request(request_id=req.pk, rep=rep)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = start_preflight(setup_request=req, actor=rep)
+    run.refresh_from_db()
+    assert run.status == "passed" and run.key_arns == new_keys
+    with django_capture_on_commit_callbacks(execute=True):
+        services.provision_setup_request(request_id=req.pk, rep=rep)
+    jsm = AppInstance.objects.get(site__name="acme-more")
+    assert jsm.status == "active"
+    wrapped_under = set(
+        DataKeyWrapping.objects.filter(data_key__app_instance=jsm).values_list(
+            "regional_key__key_arn", flat=True
+        )
+    )
+    assert wrapped_under == set(new_keys.values())

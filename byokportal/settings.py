@@ -101,8 +101,9 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A web process and a worker share the file: wait for a lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # A web process and a worker share the file: wait for a lock instead of failing at once,
+    # and take the write lock at BEGIN so a transaction never fails upgrading its lock.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "orgs.User"
@@ -242,6 +243,11 @@ CELERY_BEAT_SCHEDULE = {
     "keys-health-monitor": {
         "task": "keys.tasks.run_health_monitor",
         "schedule": timedelta(seconds=HEALTH_MONITOR_INTERVAL_S),
+    },
+    # Re-enqueues due or stranded re-encryption jobs: bounds how long a lost message delays one.
+    "keys-reencryption-sweeper": {
+        "task": "keys.tasks.sweep_reencryption_jobs",
+        "schedule": timedelta(seconds=env.float("REENCRYPTION_SWEEP_INTERVAL_S", default=60.0)),
     },
 }
 

@@ -187,8 +187,11 @@ def _acquire(job_id: int) -> str | None:
 
 
 def _release(job_id: int, token: str) -> None:
+    # An empty token means "no lease", not a credential.
     ReencryptionJob.objects.filter(pk=job_id, lease_token=token).update(
-        lease_token="", lease_host="", lease_pid=None
+        lease_token="",
+        lease_host="",
+        lease_pid=None,  # nosec B106
     )
 
 
@@ -204,11 +207,21 @@ def run_job(*, job_id: int, max_steps: int | None = None) -> str:
     """
     token = _acquire(job_id)
     if token is not None:
-        runner = _Runner(job_id, token)
         try:
-            runner.run(max_steps)
+            runner = _Runner(job_id, token)
+            try:
+                runner.run(max_steps)
+            finally:
+                runner.close()
+        except Exception as exc:
+            # Unexpected (a database outage, a bug): the job stays where its checkpoint is and
+            # the sweeper tries again; the rep sees why on the job's page meanwhile.
+            log.exception("Re-encryption job %s stopped", job_id)
+            ReencryptionJob.objects.filter(pk=job_id).update(
+                last_error=f"Stopped by an error on our side ({type(exc).__name__}); retrying."
+            )
+            raise
         finally:
-            runner.close()
             _release(job_id, token)
     return ReencryptionJob.objects.filter(pk=job_id).values_list("state", flat=True).first() or ""
 
@@ -1433,7 +1446,8 @@ def _apply_updates(updates) -> None:
     table = connection.ops.quote_name(AppRecord._meta.db_table)  # the model's, not input
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET ciphertext = %s, data_key_id = %s "  # noqa: S608
+            # The table name is the model's own, quoted; every value is a bound parameter.
+            f"UPDATE {table} SET ciphertext = %s, data_key_id = %s "  # noqa: S608  # nosec B608
             "WHERE id = %s AND version = %s AND data_key_id = %s",
             [
                 (blob, new_dek, pk, version, old_dek)

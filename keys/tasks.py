@@ -5,10 +5,8 @@ Tasks take ids, validate them, and re-read state first, so a retry or a duplicat
 """
 
 import logging
-from datetime import timedelta
 
-from celery import current_app, shared_task
-from django.conf import settings
+from celery import shared_task
 
 from keys import revocation
 from keys.preflight import run_preflight_task  # noqa: F401  (registers the task)
@@ -91,14 +89,3 @@ def run_reencryption_preflight_task(preflight_id: int) -> str:
     except ReencryptionPreflight.DoesNotExist:
         log.warning("Re-encryption preflight #%s no longer exists.", preflight_id)
         return ""
-
-
-#: The sweeper runs from beat whatever the project's CELERY_BEAT_SCHEDULE says (an entry of the
-#: same name there wins). Its interval bounds how long a lost message delays a job.
-SWEEP_INTERVAL_S = float(getattr(settings, "REENCRYPTION_SWEEP_INTERVAL_S", 60.0))
-if "keys-reencryption-sweeper" not in (getattr(settings, "CELERY_BEAT_SCHEDULE", None) or {}):
-    current_app.add_periodic_task(
-        timedelta(seconds=SWEEP_INTERVAL_S),
-        sweep_reencryption_jobs.s(),
-        name="keys-reencryption-sweeper",
-    )

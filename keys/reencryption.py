@@ -44,6 +44,7 @@ from keys.models import (
     RegionalKey,
 )
 from keys.onboarding import REPLACEMENT_KEY_ALIAS
+from keys.review import require_assignee
 
 log = logging.getLogger(__name__)
 R = ReencryptionRequest.Status
@@ -283,14 +284,7 @@ def claim_reencryption_request(*, request_id: int, rep) -> ReencryptionRequest:
 
 
 def _require_assignee(req: ReencryptionRequest, rep) -> None:
-    if req.status != R.CLAIMED:
-        raise ReencryptionRefused(
-            f"Request #{req.pk} is {req.get_status_display().lower()}; claim it first."
-            if req.status == R.SUBMITTED
-            else f"Request #{req.pk} is already {req.get_status_display().lower()}."
-        )
-    if req.assignee_id != rep.pk:
-        raise ReencryptionRefused(f"Only the assignee ({req.assignee}) can do this.")
+    require_assignee(req, rep, refused=ReencryptionRefused)
 
 
 @transaction.atomic

@@ -12,11 +12,12 @@ from keys import notifications
 from keys.models import (
     ByokConnection,
     ConnectionState,
-    PreflightRun,
     RegionalKey,
     RequestEvent,
     SetupRequest,
 )
+from keys.preflight import latest_passing_preflight
+from keys.review import require_assignee
 from orgs.models import AppInstance, Organization, Site
 
 
@@ -125,14 +126,7 @@ def add_internal_note(*, request_id: int, actor, note: str) -> RequestEvent:
 
 
 def _require_assignee(req: SetupRequest, rep) -> None:
-    if req.status != SetupRequest.Status.CLAIMED:
-        raise RequestActionRefused(
-            f"Request #{req.pk} is {req.get_status_display().lower()}; claim it first."
-            if req.status == SetupRequest.Status.SUBMITTED
-            else f"Request #{req.pk} is already {req.get_status_display().lower()}."
-        )
-    if req.assignee_id != rep.pk:
-        raise RequestActionRefused(f"Only the assignee ({req.assignee}) can do this.")
+    require_assignee(req, rep, refused=RequestActionRefused)
 
 
 @transaction.atomic
@@ -158,19 +152,6 @@ def reject_setup_request(*, request_id: int, rep, reason: str) -> SetupRequest:
     return req
 
 
-def passing_preflight(req: SetupRequest) -> PreflightRun | None:
-    """The newest preflight of the request if it passed less than 24 hours ago."""
-    newest = req.preflights.exclude(finished_at=None).order_by("-finished_at").first()
-    max_age = timedelta(hours=settings.PREFLIGHT_MAX_AGE_HOURS)
-    if (
-        newest is None
-        or newest.status != PreflightRun.Status.PASSED
-        or newest.finished_at < timezone.now() - max_age
-    ):
-        return None
-    return newest
-
-
 @transaction.atomic
 def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
     """Connect the org's keys, create the site and its BYOK app instances, close the request.
@@ -180,7 +161,9 @@ def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
     """
     req = _locked_request(request_id)
     _require_assignee(req, rep)
-    preflight = passing_preflight(req)
+    preflight = latest_passing_preflight(
+        req, max_age=timedelta(hours=settings.PREFLIGHT_MAX_AGE_HOURS)
+    )
     if preflight is None:
         raise RequestActionRefused(
             "Provisioning needs a passing preflight from the last "

@@ -46,16 +46,29 @@ def preflight_fragment(request, request_id: int):
     )
 
 
-def _run_action(request, request_id, action, success: str):
+def _perform(request, action, success: str, *, refused, missing, detail_url: str, request_id):
+    """Run a rep's action; a refusal becomes an error message, then back to the detail page."""
     try:
         action()
-    except (services.RequestActionRefused, PreflightNotAllowed) as exc:
+    except refused as exc:
         messages.error(request, str(exc))
-    except SetupRequest.DoesNotExist:
+    except missing:
         return HttpResponseBadRequest("No such request.")
     else:
         messages.success(request, success)
-    return redirect("staff-request-detail", request_id=request_id)
+    return redirect(detail_url, request_id=request_id)
+
+
+def _run_action(request, request_id, action, success: str):
+    return _perform(
+        request,
+        action,
+        success,
+        refused=(services.RequestActionRefused, PreflightNotAllowed),
+        missing=SetupRequest.DoesNotExist,
+        detail_url="staff-request-detail",
+        request_id=request_id,
+    )
 
 
 @account_rep_required
@@ -166,15 +179,15 @@ def reencryption_preflight_fragment(request, request_id: int):
 
 
 def _run_reencryption_action(request, request_id, action, success: str):
-    try:
-        action()
-    except reencryption.ReencryptionRefused as exc:
-        messages.error(request, str(exc))
-    except ReencryptionRequest.DoesNotExist:
-        return HttpResponseBadRequest("No such request.")
-    else:
-        messages.success(request, success)
-    return redirect("staff-reencryption-detail", request_id=request_id)
+    return _perform(
+        request,
+        action,
+        success,
+        refused=reencryption.ReencryptionRefused,
+        missing=ReencryptionRequest.DoesNotExist,
+        detail_url="staff-reencryption-detail",
+        request_id=request_id,
+    )
 
 
 @account_rep_required

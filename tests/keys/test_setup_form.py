@@ -53,12 +53,13 @@ def test_valid_request_for_a_new_site():
     assert form.cleaned_data["site_name"] == "new-site"
 
 
-@pytest.mark.parametrize("value", ["12345678901", "1234567890123", "12345678901a", "", "abc"])
+@pytest.mark.parametrize("value", ["12345678901", "1234567890123", "12345678901a", "abc"])
 def test_account_id_must_be_exactly_12_digits(value):
-    assert (
-        "exactly 12 digits" in errors_of(form_for(OrganizationFactory(), aws_account_id=value))
-        or not value
-    )
+    assert "exactly 12 digits" in errors_of(form_for(OrganizationFactory(), aws_account_id=value))
+
+
+def test_account_id_is_required():
+    assert "required" in errors_of(form_for(OrganizationFactory(), aws_account_id=""))
 
 
 def test_account_id_accepts_dashes_as_aws_console_shows_them():

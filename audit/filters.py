@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin
 
 from audit.services import PORTAL_EVENT_SOURCE
-from keys.locations import LOCATIONS
+from core.locations import LOCATIONS
 
 ARN_RE = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12})?:\S+$")
 REGION_RE = re.compile(r"^([a-z]{2}(-[a-z]+)+-\d{1,2}|global)$")

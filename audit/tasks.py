@@ -1,6 +1,6 @@
 """Celery entry points of the audit app: thin, idempotent wrappers over services (acks late).
 
-Beat (settings ``CELERY_BEAT_SCHEDULE``): CloudTrail import every few minutes, the webhook
+Beat (settings ``CELERY_BEAT_SCHEDULE``): the webhook
 sweeper every minute, signed digests hourly, chain verification and retention daily.
 """
 
@@ -8,38 +8,11 @@ import logging
 
 from celery import shared_task
 
-from audit import digests, ingestion, retention, webhooks
+from audit import digests, retention, webhooks
+from audit.services import record_event
+from core.tasks import positive_id
 
 log = logging.getLogger(__name__)
-
-
-def _positive_id(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"expected a positive integer id, got {value!r}")
-    return value
-
-
-# --- Ingestion ----------------------------------------------------------------------------------
-
-
-@shared_task(acks_late=True)
-def ingest_all_cloudtrail() -> list[int]:
-    """Beat: queue an import of every enabled CloudTrail source."""
-    return ingestion.ingest_all()
-
-
-@shared_task(acks_late=True)
-def ingest_cloudtrail_task(source_id: int) -> dict:
-    """Import new log files of one source. Failures are recorded on the source; the next beat
-    run retries them (files already imported are not read again)."""
-    run = ingestion.ingest_source(source_id=_positive_id(source_id))
-    return {
-        "imported": run.files_imported,
-        "skipped": run.files_skipped,
-        "malformed": run.files_malformed,
-        "records": run.records_imported,
-        "error": run.error,
-    }
 
 
 # --- SIEM delivery ----------------------------------------------------------------------------
@@ -48,7 +21,7 @@ def ingest_cloudtrail_task(source_id: int) -> dict:
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def deliver_webhook(self, delivery_id: int) -> str:
     """One attempt; on failure a retry after the backoff (the database counts attempts)."""
-    delivery_id = _positive_id(delivery_id)
+    delivery_id = positive_id(delivery_id)
     result = webhooks.attempt_delivery(delivery_id=delivery_id)
     while result.retry_in is not None and self.request.is_eager:
         # Run eagerly (CELERY_TASK_ALWAYS_EAGER) there is no broker to hold a countdown.
@@ -95,3 +68,17 @@ def purge_expired_audit_events() -> dict:
     for result in retention.purge_expired_events():
         deleted[result.chain] = deleted.get(result.chain, 0) + result.deleted
     return deleted
+
+
+@shared_task(acks_late=True)
+def record_heartbeat(note: str) -> str:
+    """Proves a worker can reach the database: records a ``WorkerHeartbeat`` vendor event."""
+    if not isinstance(note, str) or len(note) > 200:
+        raise ValueError("note must be a string of at most 200 characters")
+    record_event(
+        event_name="WorkerHeartbeat",
+        user_identity={"type": "AWSService", "invokedBy": "byok-portal-worker"},
+        request_parameters={"note": note},
+        read_only=True,
+    )
+    return note

@@ -2,13 +2,15 @@
 
 import json
 import uuid
+from pathlib import Path
 
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
-from audit import export, selectors
+from audit import digests, export, selectors
 from audit.chart import build_chart, chart_window
 from audit.filters import KNOWN_EVENT_SOURCES, KNOWN_REGIONS, AuditFilterForm
 from audit.models import AuditEvent
@@ -66,7 +68,7 @@ def _rows(events, *, org, query) -> list[dict]:
     """What the table shows, formatted once here: per-row template tags (url, date, include)
     cost more than the queries on a 50-row page."""
     placeholder = str(uuid.UUID(int=0))
-    detail_url = reverse("org-audit-event", args=[org.pk, placeholder])
+    detail_url = reverse("audit:event", args=[org.pk, placeholder])
     query = query.copy()
     query.pop("format", None)
     suffix = f"?{query.urlencode()}" if query else ""
@@ -128,3 +130,31 @@ def org_audit_event(request, org, event_id):
             "record_json": json.dumps(event.record, indent=2, ensure_ascii=False),
         },
     )
+
+
+@require_safe
+def public_key_pem(request):
+    """The portal's Ed25519 public key (PEM): checks the signed digests in exports."""
+    try:
+        pem, key_id = digests.public_key_pem(), digests.current_key_id()
+    except digests.SigningKeyMissing:
+        return HttpResponse(
+            "The audit signing key is not configured.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+    response = HttpResponse(pem, content_type="application/x-pem-file")
+    response["Content-Disposition"] = 'inline; filename="byok-portal-audit-public-key.pem"'
+    response["X-Audit-Key-Id"] = key_id
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@require_safe
+def verifier_source(request):
+    """The stand-alone offline verifier (``audit/verify.py``), to run next to an export."""
+    source = (Path(__file__).resolve().parent / "verify.py").read_bytes()
+    response = HttpResponse(source, content_type="text/x-python; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="byok_audit_verify.py"'
+    response["Cache-Control"] = "public, max-age=3600"
+    return response

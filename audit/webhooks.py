@@ -56,6 +56,8 @@ from django.utils import timezone
 from audit.chain import chain_name_for
 from audit.models import AuditEvent, ChainHead, WebhookDelivery, WebhookEndpoint
 from audit.services import record_event
+from core.errors import NotAllowed, NotFound
+from core.tasks import enqueue, enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,11 @@ SWEEP_BATCH = 1000
 TEST_EVENT_NAME = "SendWebhookTestEvent"
 
 
-class WebhookRefused(Exception):
+class DeliveryNotFound(NotFound):
+    """No such delivery in the caller's organization."""
+
+
+class WebhookRefused(NotAllowed):
     """A webhook setting or action the portal refuses; the message is for the org admin."""
 
 
@@ -337,7 +343,7 @@ def retry_delivery(*, org, actor, delivery_id: int, source_ip: str = "") -> Webh
         .first()
     )
     if delivery is None:
-        raise WebhookRefused("No such delivery.")
+        raise DeliveryNotFound("No such delivery.")
     if delivery.status != WebhookDelivery.Status.FAILED:
         raise WebhookRefused("Only a failed delivery can be retried.")
     delivery.status = WebhookDelivery.Status.PENDING
@@ -379,13 +385,8 @@ def enqueue_delivery(event: AuditEvent) -> WebhookDelivery | None:
 
 
 def _send_later(delivery_id: int) -> None:
-    def send():
-        from audit.tasks import deliver_webhook
-
-        deliver_webhook.delay(delivery_id)
-
     # robust: a broker hiccup must not fail the caller's committed work (the sweeper resends).
-    transaction.on_commit(send, robust=True)
+    enqueue_on_commit("audit.tasks.deliver_webhook", delivery_id, robust=True)
 
 
 # Which orgs have an enabled webhook, per process, for a few seconds: recording an event of an
@@ -525,8 +526,6 @@ def _record_outcome(delivery_id: int, attempt: int, outcome: PostOutcome) -> Att
 
 def sweep_deliveries(*, now: datetime | None = None) -> dict:
     """Beat: create deliveries the commit hook missed, and re-send lost retries."""
-    from audit.tasks import deliver_webhook
-
     now = now or timezone.now()
     created = resent = 0
     for endpoint in WebhookEndpoint.objects.filter(enabled=True):
@@ -563,5 +562,5 @@ def sweep_deliveries(*, now: datetime | None = None) -> dict:
     )
     for delivery_id in lost.values_list("pk", flat=True)[:SWEEP_BATCH]:
         resent += 1
-        deliver_webhook.delay(delivery_id)
+        enqueue("audit.tasks.deliver_webhook", delivery_id)
     return {"created": created, "resent": resent}

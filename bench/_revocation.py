@@ -24,7 +24,7 @@ READER = r"""
 import os, sys, time
 import django
 django.setup()
-from keys.dataplane import AppSuspended, read_record
+from dataplane.records import AppSuspended, read_record
 from orgs.models import AppInstance
 app = AppInstance.objects.get(pk=int(sys.argv[1]))
 record_id = int(sys.argv[2])
@@ -41,7 +41,7 @@ while True:
 
 
 def _reset_to_active(connection, apps) -> None:
-    from keys.models import ByokConnection, ConnectionState
+    from connections.models import ByokConnection, ConnectionState
     from orgs.models import AppInstance
 
     ByokConnection.objects.filter(pk=connection.pk).update(
@@ -51,9 +51,9 @@ def _reset_to_active(connection, apps) -> None:
 
 
 def revoke_latency(app, *, runs: int = 5) -> dict:
-    from keys import revocation
-    from keys.dataplane import store_record
-    from keys.models import ByokConnection
+    from connections import services as revocation
+    from connections.models import ByokConnection
+    from dataplane.records import store_record
     from orgs.models import User
 
     record = store_record(app_instance=app, kind="issue", plaintext=b"latency probe")
@@ -89,8 +89,9 @@ def revoke_latency(app, *, runs: int = 5) -> dict:
 
 
 def detect_latency(app, *, monitor_interval_s: float = 1.0, runs: int = 3) -> dict:
-    from keys import aws, revocation
-    from keys.models import ByokConnection
+    from connections import aws
+    from connections import services as revocation
+    from connections.models import ByokConnection
 
     connection = ByokConnection.objects.get(organization=app.site.organization)
     key = connection.keys.filter(is_current=True).order_by("region").first()

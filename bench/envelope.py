@@ -3,7 +3,7 @@
 Figures (throughput ratios are "ours ÷ theirs", higher is better):
 
 * ``aesgcm_ratio_1k`` / ``aesgcm_ratio_64k`` — an encrypt + decrypt round trip through the
-  data plane's hot path (``keys.dataplane.encrypt_for`` / ``decrypt_for``: access guard, DEK
+  data plane's hot path (``dataplane.records.encrypt_for`` / ``decrypt_for``: access guard, DEK
   cache, versioned format with AAD; no database I/O on a cache hit, apart from the guard's
   one query per ``DEK_GUARD_TTL_S``) ÷ raw ``AESGCM.encrypt`` + ``decrypt`` with a random
   nonce from ``cryptography``, in the same run: the best of many short interleaved rounds
@@ -84,7 +84,8 @@ def _run_with_django() -> dict:
     for name in ("werkzeug", "aws_encryption_sdk", "botocore", "moto"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from keys import aws, dek_cache
+    from connections import aws
+    from dataplane import dek_cache
 
     call_command("migrate", verbosity=0, interactive=False)
     aws.forget_sessions()
@@ -110,9 +111,9 @@ def _run_with_django() -> dict:
 
 def _byok_app():
     """A BYOK Jira instance in the USA location, with the customer's keys in moto."""
-    from keys import aws
-    from keys.locations import get_location
-    from keys.models import ByokConnection, RegionalKey
+    from connections import aws
+    from connections.models import ByokConnection, RegionalKey
+    from core.locations import get_location
     from orgs.models import AppInstance, Organization, Site
 
     tag = uuid.uuid4().hex[:8]
@@ -153,7 +154,7 @@ def _iterations(size: int) -> int:
 
 
 def _ours(app_id: int, data: bytes):
-    from keys import dataplane
+    from dataplane import records as dataplane
 
     encrypt, decrypt = dataplane.encrypt_for, dataplane.decrypt_for
 
@@ -192,7 +193,7 @@ def _best_of(fns: dict, n: dict, rounds: int = ROUNDS) -> dict:
 
 
 def _aesgcm_ratio(app_id: int, size: int) -> tuple[float, float, float]:
-    from keys import dataplane
+    from dataplane import records as dataplane
 
     data = os.urandom(size)
     ours, raw = _ours(app_id, data), _raw(data)
@@ -217,7 +218,7 @@ def _esdk(app) -> dict:
             "esdk_speedup_1k": None,
             "esdk_skipped": f"aws-encryption-sdk is not installed ({exc})",
         }
-    from keys.models import RegionalKey
+    from connections.models import RegionalKey
 
     site = app.site
     context = {"org": str(site.organization_id), "site": site.name, "app": str(app.app)}
@@ -264,7 +265,9 @@ def _esdk(app) -> dict:
 
 
 def _kms_calls(app) -> dict:
-    from keys import aws, dataplane, dek_cache
+    from connections import aws
+    from dataplane import dek_cache
+    from dataplane import records as dataplane
 
     # A cold process on a fresh app instance: the first write creates its data key.
     fresh = _byok_app()

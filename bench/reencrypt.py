@@ -2,7 +2,7 @@
 
 Setup: one organization in the USA location (two regions, so every data key has two wrapped
 copies), ``RECORDS`` app records under ``DEKS`` data keys, written directly (data keys from
-KMS ``GenerateDataKey`` + ``Encrypt``, records sealed with ``keys.envelope`` and bulk
+KMS ``GenerateDataKey`` + ``Encrypt``, records sealed with ``dataplane.envelope`` and bulk
 inserted), then an approved re-encryption job, run in this process as a worker would run it.
 
 Figures:
@@ -120,7 +120,8 @@ def _run_with_django() -> dict:
     logging.getLogger("keys").setLevel(logging.WARNING)
     settings.DEBUG = False  # no per-query debug log (time and memory) for a million rows
 
-    from keys import aws, dek_cache
+    from connections import aws
+    from dataplane import dek_cache
 
     _sqlite_for_concurrency()
     call_command("migrate", verbosity=0, interactive=False)
@@ -169,10 +170,11 @@ def _organization(*, records: int, deks: int) -> dict:
     from django.db import connection as db
     from django.utils import timezone
 
-    from keys import aws
-    from keys.envelope import DataKeyCipher
-    from keys.locations import get_location
-    from keys.models import AppRecord, ByokConnection, DataKey, DataKeyWrapping, RegionalKey
+    from connections import aws
+    from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
+    from core.locations import get_location
+    from dataplane.envelope import DataKeyCipher
+    from dataplane.models import AppRecord
     from orgs.models import AppInstance, Organization, Site
 
     tag = uuid.uuid4().hex[:8]
@@ -280,9 +282,9 @@ def _insert(db, sql: str, rows: list) -> None:
 def _approved_job(org: dict, mode: str):
     from django.utils import timezone
 
-    from keys import reencryption_job
-    from keys.models import ReencryptionJob, ReencryptionRequest
     from orgs.models import User
+    from reencryption import job as reencryption_job
+    from reencryption.models import ReencryptionJob, ReencryptionRequest
 
     user = User.objects.create_user(email=f"bench-{uuid.uuid4().hex[:8]}@example.com")
     now = timezone.now()
@@ -316,7 +318,7 @@ class _KmsCounter:
 
 
 def _phase_seconds(job) -> dict:
-    from keys.models import ReencryptionEvent
+    from reencryption.models import ReencryptionEvent
 
     at = dict(
         ReencryptionEvent.objects.filter(request_id=job.request_id).values_list(
@@ -332,8 +334,9 @@ def _phase_seconds(job) -> dict:
 
 
 def _run_job(org: dict, mode: str) -> tuple[object, float, int]:
-    from keys import aws, reencryption_job
-    from keys.models import ReencryptionJob
+    from connections import aws
+    from reencryption import job as reencryption_job
+    from reencryption.models import ReencryptionJob
 
     job = _approved_job(org, mode)
     counter = _KmsCounter()
@@ -351,7 +354,7 @@ def _run_job(org: dict, mode: str) -> tuple[object, float, int]:
 
 
 def _rewrap(org: dict) -> dict:
-    from keys.models import DataKeyWrapping
+    from connections.models import DataKeyWrapping
 
     job, elapsed, kms_calls = _run_job(org, "rewrap")
     phases = _phase_seconds(job)
@@ -400,9 +403,9 @@ def _read_forever(orgs: list[dict], stop, ready, results) -> None:
     from django.conf import settings
     from django.db import connection
 
-    from keys import dek_cache
-    from keys.dataplane import read_record
-    from keys.models import AppRecord
+    from dataplane import dek_cache
+    from dataplane.models import AppRecord
+    from dataplane.records import read_record
 
     settings.DEBUG = False
     settings.DEK_CACHE_MAX_AGE_S = READER_DEK_MAX_AGE_S

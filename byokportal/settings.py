@@ -52,8 +52,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "orgs",
-    "keys",
     "audit",
+    "connections",
+    "dataplane",
+    "review",
+    "setup",
+    "reencryption",
+    "integrations",
     "csp",
     "axes",
     "django_otp",
@@ -70,6 +75,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.DomainErrorMiddleware",
     "security.middleware.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "byokportal.middleware.SecurityHeadersMiddleware",
@@ -122,7 +128,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "dashboard"
+LOGIN_REDIRECT_URL = "orgs:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -208,18 +214,22 @@ RECENT_AUTH_MAX_AGE_S = env.int("RECENT_AUTH_MAX_AGE_S", default=600)
 # --- E-mail ------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# Where e-mailed links point (notices are sent from workers, which have no request).
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="BYOK Portal <byok@vendor.example>")
 
 # --- Celery ------------------------------------------------------------------------------
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Broadcast exchanges (pidbox): kombu's default is ./control at the working directory.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -238,16 +248,22 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# How often the beat read-checks every BYOK app (the BYOK page shows the last result).
+READ_CHECK_INTERVAL_S = env.float("READ_CHECK_INTERVAL_S", default=900.0)
 HEALTH_MONITOR_INTERVAL_S = env.float("HEALTH_MONITOR_INTERVAL_S", default=60.0)
 CELERY_BEAT_SCHEDULE = {
-    "keys-health-monitor": {
-        "task": "keys.tasks.run_health_monitor",
+    "connections-health-monitor": {
+        "task": "connections.tasks.run_health_monitor",
         "schedule": timedelta(seconds=HEALTH_MONITOR_INTERVAL_S),
     },
     # Re-enqueues due or stranded re-encryption jobs: bounds how long a lost message delays one.
-    "keys-reencryption-sweeper": {
-        "task": "keys.tasks.sweep_reencryption_jobs",
+    "reencryption-sweeper": {
+        "task": "reencryption.tasks.sweep_reencryption_jobs",
         "schedule": timedelta(seconds=env.float("REENCRYPTION_SWEEP_INTERVAL_S", default=60.0)),
+    },
+    "dataplane-read-checks": {
+        "task": "dataplane.tasks.check_all_app_reads",
+        "schedule": timedelta(seconds=READ_CHECK_INTERVAL_S),
     },
 }
 
@@ -278,7 +294,12 @@ DEK_ROTATE_AFTER_S = env.float("DEK_ROTATE_AFTER_S", default=24 * 3600)
 HEALTH_DEGRADED_AFTER = env.int("HEALTH_DEGRADED_AFTER", default=2)
 
 # --- Demo ---------------------------------------------------------------------------------
-from orgs.demo_users import DEMO_PASSWORD  # noqa: E402, F401 — seed_demo only (DEBUG only)
+# The demo app (the simulated customer AWS account, seed_demo) exists only for `make run` and
+# the tests: it is not installed with DEBUG off. DEMO_ENABLED overrides (tests of production).
+DEMO_ENABLED = env.bool("DEMO_ENABLED", default=DEBUG)
+if DEMO_ENABLED:
+    INSTALLED_APPS.append("demo")
+    from demo.users import DEMO_PASSWORD  # noqa: E402, F401 — seed_demo only
 
 LOGGING = {
     "version": 1,
@@ -363,7 +384,7 @@ AUDIT_WEBHOOK_ENCRYPTION_KEYS = env.list("AUDIT_WEBHOOK_ENCRYPTION_KEYS", defaul
 CELERY_BEAT_SCHEDULE.update(
     {
         "audit-ingest-cloudtrail": {
-            "task": "audit.tasks.ingest_all_cloudtrail",
+            "task": "integrations.tasks.ingest_all_cloudtrail",
             "schedule": timedelta(seconds=AUDIT_INGEST_INTERVAL_S),
         },
         "audit-webhook-sweep": {

@@ -26,6 +26,10 @@ urlpatterns = [
     path("accounts/", include("security.urls")),
     path("admin/", admin.site.urls),
     path("", include("orgs.urls")),
-    path("", include("keys.urls")),
+    path("", include("connections.urls")),
+    path("", include("setup.urls")),
+    path("", include("reencryption.urls")),
+    path("", include("review.urls")),
     path("", include("audit.urls")),
+    path("", include("integrations.urls")),
 ]

@@ -29,7 +29,7 @@ MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
 STOP_TIMEOUT_S = 15.0
 
 sys.path.insert(0, str(ROOT))
-from orgs.demo_users import DEMO_PASSWORD, DEMO_USERS  # noqa: E402  (Django-free)
+from demo.users import DEMO_PASSWORD, DEMO_USERS  # noqa: E402  (Django-free)
 
 
 def demo_env() -> dict[str, str]:

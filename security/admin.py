@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from security import admin_orgs  # noqa: F401  (registers the organizations' support admin)
 from security.audit import record_account_event
 
 if admin.site.is_registered(TOTPDevice):

@@ -60,7 +60,7 @@ def recent_auth_required(view: Callable | None = None, *, max_age_s: int | None 
             age = auth_session.seconds_since_authenticated(request)
             if age is None or age > limit:
                 messages.info(request, "For your security, confirm it is you before this action.")
-                return with_next("reauthenticate", return_path(request))
+                return with_next("security:reauthenticate", return_path(request))
             return view(request, *args, **kwargs)
 
         return wrapper

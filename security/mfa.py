@@ -84,5 +84,9 @@ def with_next(url_name: str, next_url: str):
 
 def redirect_to_second_factor(request):
     """To the verify page if the user has an authenticator app, else to set one up."""
-    target = "two-factor-verify" if confirmed_device(request.user) else "two-factor-setup"
+    target = (
+        "security:two-factor-verify"
+        if confirmed_device(request.user)
+        else "security:two-factor-setup"
+    )
     return with_next(target, return_path(request))

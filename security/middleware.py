@@ -15,14 +15,14 @@ from django.urls import NoReverseMatch, reverse
 from security.mfa import is_verified, needs_second_factor, redirect_to_second_factor
 
 EXEMPT_URL_NAMES = (
-    "two-factor-setup",
-    "two-factor-verify",
-    "reauthenticate",  # set-up asks for the password first when the sign-in is not recent
+    "security:two-factor-setup",
+    "security:two-factor-verify",
+    "security:reauthenticate",  # set-up asks for the password first when the sign-in is not recent
     "logout",
     "admin:logout",
     "healthz",
-    "audit-public-key",
-    "audit-verifier",
+    "audit:public-key",
+    "audit:verifier",
 )
 
 

@@ -34,12 +34,12 @@ def two_factor_setup(request):
     if mfa.confirmed_device(user) is not None:
         if mfa.is_verified(user):
             return render(request, "security/two_factor_enabled.html", {"next": next_url})
-        return mfa.with_next("two-factor-verify", next_url)
+        return mfa.with_next("security:two-factor-verify", next_url)
     # Adding a second factor needs the password again if the sign-in is not recent: a stolen
     # session alone must not be enough to bind an attacker's authenticator to the account.
     age = auth_session.seconds_since_authenticated(request)
     if age is None or age > settings.RECENT_AUTH_MAX_AGE_S:
-        return mfa.with_next("reauthenticate", request.get_full_path())
+        return mfa.with_next("security:reauthenticate", request.get_full_path())
 
     device = mfa.pending_device(user)
     form = OneTimeCodeForm(request.POST or None, device=device)
@@ -78,7 +78,7 @@ def two_factor_verify(request):
     next_url = mfa.safe_next(request)
     device = mfa.confirmed_device(user)
     if device is None:
-        return mfa.with_next("two-factor-setup", next_url)
+        return mfa.with_next("security:two-factor-setup", next_url)
     if mfa.is_verified(user):
         return redirect(next_url)
     form = OneTimeCodeForm(request.POST or None, device=device)

@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+# The simulated customer AWS account (moto) and botocore-level error injection, for every lane.
+pytest_plugins = ["tests.customer_aws"]
+
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -7,17 +7,11 @@ from django.core import mail
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from keys.models import (
-    AppRecord,
-    ByokConnection,
-    DataKey,
-    DataKeyWrapping,
-    PreflightRun,
-    RegionalKey,
-    SetupRequest,
-)
+from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
+from dataplane.models import AppRecord
 from orgs.models import Organization
 from orgs.staff_roles import ACCOUNT_REPS, STAFF_GROUP_PERMISSIONS, SUPPORT_STAFF
+from setup.models import PreflightRun, SetupRequest
 from tests.factories import (
     AppInstanceFactory,
     OrganizationFactory,
@@ -216,7 +210,7 @@ def test_run_health_check_is_audited_with_the_staff_member(
 ):
     checked = []
     monkeypatch.setattr(
-        "keys.revocation.check_connection_health",
+        "connections.services.check_connection_health",
         lambda *, connection_id: checked.append(connection_id) or "active",
     )
     with django_capture_on_commit_callbacks(execute=True):
@@ -233,7 +227,7 @@ def test_run_health_check_is_audited_with_the_staff_member(
 
 def test_account_reps_cannot_run_health_checks_or_resend_notices(client, world, monkeypatch):
     monkeypatch.setattr(
-        "keys.revocation.check_connection_health",
+        "connections.services.check_connection_health",
         lambda **kw: pytest.fail("a rep ran a health check"),
     )
     login_staff(client, staff_user(ACCOUNT_REPS))
@@ -245,7 +239,7 @@ def test_account_reps_cannot_run_health_checks_or_resend_notices(client, world, 
 
 
 def test_run_preflight_starts_one_and_audits_it(support, world, monkeypatch):
-    monkeypatch.setattr("keys.preflight.run_preflight_task.delay", lambda *a, **k: None)
+    monkeypatch.setattr("setup.tasks.run_preflight_task.delay", lambda *a, **k: None)
     page = run_action(support, SetupRequest, "run_preflight", [world["request"].pk])
     assert "preflight #" in page.content.decode()
     run = PreflightRun.objects.get(request=world["request"])
@@ -316,7 +310,7 @@ def test_staff_without_two_factor_are_sent_to_it_before_the_admin(client):
     client.force_login(staff_user(SUPPORT_STAFF))
     response = client.get("/admin/")
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("two-factor-setup"))
+    assert response["Location"].startswith(reverse("security:two-factor-setup"))
 
 
 def test_customers_never_get_into_the_admin(client, world):
@@ -333,7 +327,7 @@ def test_the_admin_login_is_the_portals_login(client):
 
 
 def test_support_staff_look_up_reencryption_requests_and_jobs(support, world):
-    from keys.models import ReencryptionJob, ReencryptionRequest
+    from reencryption.models import ReencryptionJob, ReencryptionRequest
 
     req = ReencryptionRequest.objects.create(
         organization=world["org"], connection=world["connection"], requested_by=world["admin"]

@@ -1,10 +1,16 @@
 """Tenant isolation, proven over every URL the resolver knows.
 
 For each URL pattern (walked from ``get_resolver()``, the admin's included), each of six roles
-and both GET and POST, with every id in the URL taken from an organization the user does not
-administer ("the victim"), the answer must be what the rule table below says: a sign-in
-redirect, 403 or 404 for outsiders — never a 500, and never a body with the victim's data.
-Customers' requests must also leave no trace in the victim's audit log (nothing was done).
+and both GET and POST, with every id in the URL naming a real object of an organization the
+user does not administer ("the victim"), the answer must be what the rule table below says: a
+sign-in redirect, 403 or 404 for outsiders — never a 500, and never a body with the victim's
+data. An outsider's POST to an object-scoped, POST-only view is a 404, not a redirect.
+
+After every request a role may not make (any request of a customer or a visitor; a staff
+member's where their rule shuts them out), the victim's objects must be unchanged (every field
+of every row: ``isolation_support.fingerprint``), and the audit log must hold nothing new but
+sign-in bookkeeping: nothing in the victim's log, nothing in the attacker's org or the vendor
+log, nothing anywhere that names the victim's objects.
 
 Adding a URL: give its name a rule in ``RULES`` (or its kwarg a value in ``KWARG_OBJECTS``).
 A URL without a rule fails ``test_every_url_pattern_has_a_rule``, naming it.
@@ -16,37 +22,31 @@ answer but a 500 (support staff see every org by design).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
-from django.utils import timezone
+from django.urls import resolve
 
-from audit.models import AuditEvent, WebhookDelivery, WebhookEndpoint
 from audit.services import record_event
-from keys.models import (
-    ByokConnection,
-    DataKey,
-    DataKeyWrapping,
-    PreflightRun,
-    RegionalKey,
-    RequestEvent,
-    SetupRequest,
-)
 from orgs.models import Organization
-from orgs.staff_roles import ACCOUNT_REPS, SUPPORT_STAFF
-from tests.factories import (
-    AppInstanceFactory,
-    OrganizationFactory,
-    SiteFactory,
-    UserFactory,
-    org_admin,
-    org_member,
-    staff_user,
+from tests.isolation_support import (
+    VICTIM_SCOPE,
+    AuditEvent,
+    Route,
+    World,
+    all_routes,
+    audit_failures,
+    audit_mark,
+    build_url,
+    build_world,
+    changed_models,
+    fingerprint,
+    kwarg_names,
+    object_exists,
+    regex_choices,
 )
 from tests.support import login_staff
 
@@ -140,63 +140,70 @@ ADMIN_FAMILY = rule(
 RULES: dict[str, Rule] = {
     # Public: health, sign-in, the audit trust endpoints.
     "healthz": PUBLIC,
-    "audit-public-key": PUBLIC,
-    "audit-verifier": PUBLIC,
+    "audit:public-key": PUBLIC,
+    "audit:verifier": PUBLIC,
     "login": LOGIN_PAGE,
     "logout": LOGOUT,
     # Any signed-in person, about themselves only.
-    "dashboard": SIGNED_IN,
+    "orgs:dashboard": SIGNED_IN,
     "password_change": SIGNED_IN,
     "password_change_done": SIGNED_IN,
-    "two-factor-setup": SIGNED_IN,
-    "two-factor-verify": SIGNED_IN,
-    "reauthenticate": SIGNED_IN,
+    "security:two-factor-setup": SIGNED_IN,
+    "security:two-factor-verify": SIGNED_IN,
+    "security:reauthenticate": SIGNED_IN,
     # Organizations.
-    "org-overview": ORG_MEMBER,
+    "orgs:overview": ORG_MEMBER,
     # BYOK key management.
-    "byok-status": ORG_ADMIN,
-    "byok-setup": ORG_ADMIN,
-    "byok-revoke": ORG_ADMIN,
-    "byok-revoke-progress": ORG_ADMIN,
-    "byok-restore": ORG_ADMIN,
-    "byok-request": ORG_ADMIN,
-    "byok-request-preflight-fragment": ORG_ADMIN,
-    "byok-onboarding-kit": ORG_ADMIN,
-    "byok-onboarding-template": ORG_ADMIN,
-    "byok-reencrypt": ORG_ADMIN,
-    "byok-reencrypt-template": ORG_ADMIN,
-    "byok-reencrypt-detail": ORG_ADMIN_REENCRYPTION,
-    "byok-reencrypt-progress": ORG_ADMIN_REENCRYPTION,
-    "byok-reencrypt-preflight": ORG_ADMIN_REENCRYPTION,
-    "byok-reencrypt-cancel": ORG_ADMIN_REENCRYPTION,
+    "connections:status": ORG_ADMIN,
+    "setup:new": ORG_ADMIN,
+    "connections:revoke": ORG_ADMIN,
+    "connections:check-now": ORG_ADMIN,
+    "connections:revoke-progress": ORG_ADMIN,
+    "connections:restore": ORG_ADMIN,
+    "setup:request": ORG_ADMIN,
+    "setup:request-preflight": ORG_ADMIN,
+    "setup:kit": ORG_ADMIN,
+    "setup:kit-template": ORG_ADMIN,
+    "reencryption:request": ORG_ADMIN,
+    "reencryption:template": ORG_ADMIN,
+    "reencryption:detail": ORG_ADMIN_REENCRYPTION,
+    "reencryption:progress": ORG_ADMIN_REENCRYPTION,
+    "reencryption:preflight": ORG_ADMIN_REENCRYPTION,
+    "reencryption:cancel": ORG_ADMIN_REENCRYPTION,
     # Audit log and its integrations.
-    "org-audit": ORG_ADMIN,
-    "org-audit-event": ORG_ADMIN,
-    "audit-integrations": ORG_ADMIN,
-    "audit-integrations-source": ORG_ADMIN,
-    "audit-integrations-import": ORG_ADMIN,
-    "audit-integrations-webhook": ORG_ADMIN,
-    "audit-integrations-webhook-test": ORG_ADMIN,
-    "audit-integrations-webhook-delete": ORG_ADMIN,
-    "audit-integrations-delivery-retry": ORG_ADMIN,
+    "audit:list": ORG_ADMIN,
+    "audit:event": ORG_ADMIN,
+    "integrations:index": ORG_ADMIN,
+    "integrations:source": ORG_ADMIN,
+    "integrations:import": ORG_ADMIN,
+    "integrations:webhook": ORG_ADMIN,
+    "integrations:webhook-test": ORG_ADMIN,
+    "integrations:webhook-delete": ORG_ADMIN,
+    "integrations:delivery-retry": ORG_ADMIN,
     # Account representatives' pages.
-    "staff-requests": ACCOUNT_REP,
-    "staff-request-detail": ACCOUNT_REP,
-    "staff-request-preflight-fragment": ACCOUNT_REP,
-    "staff-request-claim": ACCOUNT_REP,
-    "staff-request-run-preflight": ACCOUNT_REP,
-    "staff-request-provision": ACCOUNT_REP,
-    "staff-request-reject": ACCOUNT_REP,
-    "staff-request-note": ACCOUNT_REP,
-    "staff-reencryption-detail": ACCOUNT_REP_REENCRYPTION,
-    "staff-reencryption-progress": ACCOUNT_REP_REENCRYPTION,
-    "staff-reencryption-preflight": ACCOUNT_REP_REENCRYPTION,
-    "staff-reencryption-claim": ACCOUNT_REP_REENCRYPTION,
-    "staff-reencryption-run-preflight": ACCOUNT_REP_REENCRYPTION,
-    "staff-reencryption-approve": ACCOUNT_REP_REENCRYPTION,
-    "staff-reencryption-reject": ACCOUNT_REP_REENCRYPTION,
+    "review:queue": ACCOUNT_REP,
+    "setup:staff-detail": ACCOUNT_REP,
+    "setup:staff-preflight": ACCOUNT_REP,
+    "setup:staff-claim": ACCOUNT_REP,
+    "setup:staff-run-preflight": ACCOUNT_REP,
+    "setup:staff-provision": ACCOUNT_REP,
+    "setup:staff-reject": ACCOUNT_REP,
+    "setup:staff-note": ACCOUNT_REP,
+    "reencryption:staff-detail": ACCOUNT_REP_REENCRYPTION,
+    "reencryption:staff-progress": ACCOUNT_REP_REENCRYPTION,
+    "reencryption:staff-preflight": ACCOUNT_REP_REENCRYPTION,
+    "reencryption:staff-claim": ACCOUNT_REP_REENCRYPTION,
+    "reencryption:staff-run-preflight": ACCOUNT_REP_REENCRYPTION,
+    "reencryption:staff-approve": ACCOUNT_REP_REENCRYPTION,
+    "reencryption:staff-reject": ACCOUNT_REP_REENCRYPTION,
 }
-ADMIN_PREFIX = "admin/"
+
+
+def rule_for(route: Route) -> Rule | None:
+    if route.key in RULES:
+        return RULES[route.key]
+    return ADMIN_FAMILY if route.is_admin else None
+
 
 #: URL kwarg → the victim world's object whose id fills it (a rule's ``ids`` may override).
 KWARG_OBJECTS = {
@@ -208,213 +215,19 @@ KWARG_OBJECTS = {
 }
 #: URL kwargs that are not object ids.
 KWARG_VALUES = {"region": "us-east-1", "url": "no-such-page/"}
-
-SIGN_IN_EVENTS = {"ConsoleLogin", "ConsoleLogout", "CheckMfa", "Reauthenticate", "EnableMFADevice"}
-
-
-# --- The URL patterns ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Route:
-    key: str  # the URL name (namespaced), or "unnamed:<route>" for a pattern without one
-    route: str  # the full pattern, e.g. "orgs/<int:org_id>/byok/"
-    pattern: URLPattern
-
-    @property
-    def is_admin(self) -> bool:
-        return self.route.startswith(ADMIN_PREFIX)
-
-    @property
-    def model(self):
-        model_admin = getattr(self.pattern.callback, "model_admin", None)
-        return model_admin.model if model_admin is not None else None
-
-
-def _pattern_text(pattern) -> str:
-    text = str(pattern.pattern)
-    return text.removeprefix("^").removesuffix("$") if text.startswith("^") else text
-
-
-def all_routes() -> list[Route]:
-    routes: list[Route] = []
-
-    def walk(resolver: URLResolver, prefix: str, namespace: str) -> None:
-        for entry in resolver.url_patterns:
-            text = prefix + _pattern_text(entry)
-            if isinstance(entry, URLResolver):
-                ns = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
-                walk(entry, text, ns)
-            else:
-                key = f"{namespace}{entry.name}" if entry.name else f"unnamed:{text}"
-                routes.append(Route(key=key, route=text, pattern=entry))
-
-    walk(get_resolver(), "", "")
-    return routes
-
-
-def rule_for(route: Route) -> Rule | None:
-    if route.key in RULES:
-        return RULES[route.key]
-    return ADMIN_FAMILY if route.is_admin else None
-
-
-_PATH_PARAM = re.compile(r"<(?:(?P<conv>[^>:]+):)?(?P<name>[^>]+)>")
-_REGEX_GROUP = re.compile(r"\(\?P<(?P<name>[^>]+)>")
-
-
-def _fill_regex_groups(text: str, fill) -> str:
-    """Replace each ``(?P<name>…)`` group (nested parentheses included) by ``fill(name)``."""
-    out, i = [], 0
-    while (m := _REGEX_GROUP.search(text, i)) is not None:
-        out.append(text[i : m.start()])
-        depth, j = 1, m.end()
-        while depth:
-            depth += {"(": 1, ")": -1}.get(text[j], 0)
-            j += 1
-        out.append(fill(m["name"], text[m.end() : j - 1]))
-        i = j
-    out.append(text[i:])
-    return "".join(out)
-
-
-def kwarg_names(route: str) -> list[str]:
-    names = [m["name"] for m in _REGEX_GROUP.finditer(route)]
-    plain = _fill_regex_groups(route, lambda name, body: "")
-    return names + [m["name"] for m in _PATH_PARAM.finditer(plain)]
-
-
-def regex_choices(route: str, name: str) -> list[str]:
-    """The alternatives of a regex group like ``(?P<app_label>orgs|keys)``."""
-    found: list[str] = []
-    _fill_regex_groups(
-        route, lambda n, body: (found.extend(body.split("|")) if n == name else None) or ""
-    )
-    return found
-
-
-def build_url(route: Route, values: dict[str, str]) -> str:
-    """The route with its parameters filled in (regex groups and path converters alike)."""
-    text = _fill_regex_groups(route.route, lambda name, body: values[name])
-    text = _PATH_PARAM.sub(lambda m: values[m["name"]], text)
-    return "/" + text.replace("\\", "")
-
-
-# --- The victim's world and the six roles --------------------------------------------------
-
-
-SENTINEL_ACCOUNT = "777788889999"
-SENTINEL_KEY = f"arn:aws:kms:us-east-1:{SENTINEL_ACCOUNT}:key/0badc0de-aaaa-bbbb-cccc-000000000001"
-
-
-@dataclass
-class World:
-    objects: dict[str, object]
-    users: dict[str, object]
-    org_sentinels: list[str]  # the victim org's name and sites: its members may see them
-    secret_sentinels: list[str]  # BYOK and audit details: its admins (and vendor staff) only
-
-    def id_of(self, name: str) -> str:
-        obj = self.objects.get(name)
-        if obj is None:
-            return "999999"
-        return str(obj.event_id if isinstance(obj, AuditEvent) else obj.pk)
-
-
-def _reencryption(org, connection, requested_by):
-    """A re-encryption request and job of the victim, if the models exist (issue 6)."""
-    from keys import models as key_models
-
-    request = job = None
-    if hasattr(key_models, "ReencryptionRequest"):
-        request = key_models.ReencryptionRequest.objects.create(
-            organization=org, connection=connection, requested_by=requested_by
-        )
-    return request, job
+#: POST bodies that would make the view act, were it to reach the victim's object: an empty
+#: POST is refused by the form, which would hide an unscoped action.
+POST_DATA = {
+    "reencryption:cancel": {"confirm": "on"},
+    "setup:staff-reject": {"reason": "isolation probe"},
+    "setup:staff-note": {"note": "isolation probe"},
+    "reencryption:staff-reject": {"reason": "isolation probe"},
+}
 
 
 @pytest.fixture
 def world(db) -> World:
-    victim = OrganizationFactory(name="Victim Org ZQ")
-    victim_admin = org_admin(victim)
-    member = org_member(victim)
-    connection = ByokConnection.objects.create(
-        organization=victim, aws_account_id=SENTINEL_ACCOUNT, location="us", state="active"
-    )
-    key = RegionalKey.objects.create(
-        connection=connection, region="us-east-1", key_arn=SENTINEL_KEY, status="enabled"
-    )
-    site = SiteFactory(organization=victim, name="victim-site-zq")
-    app = AppInstanceFactory(site=site, app="jira", encryption="byok")
-    data_key = DataKey.objects.create(app_instance=app, encryption_context={"org": "victim"})
-    DataKeyWrapping.objects.create(
-        data_key=data_key, regional_key=key, region="us-east-1", blob=b"wrapped"
-    )
-    setup_request = SetupRequest.objects.create(
-        organization=victim,
-        requested_by=victim_admin,
-        aws_account_id=SENTINEL_ACCOUNT,
-        site_name="victim-next-zq",
-        location="us",
-        apps=["confluence"],
-    )
-    PreflightRun.objects.create(request=setup_request, status="passed", finished_at=timezone.now())
-    RequestEvent.objects.create(
-        request=setup_request, kind="note", message="victim-note-zq", internal=True
-    )
-    event = record_event(
-        org=victim,
-        event_name="VictimSentinelEvent",
-        actor=victim_admin,
-        resources=[{"type": "AWS::KMS::Key", "ARN": SENTINEL_KEY}],
-    )
-    endpoint = WebhookEndpoint.objects.create(
-        organization=victim, url="https://siem.victim.example/hook", secret_encrypted="x"
-    )
-    delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event)
-    reencryption, job = _reencryption(victim, connection, victim_admin)
-
-    # The other org: an admin with data of their own, so their pages have something to show.
-    other = OrganizationFactory(name="Other Org")
-    other_admin = org_admin(other)
-    SiteFactory(organization=other, name="other-site")
-    ByokConnection.objects.create(
-        organization=other, aws_account_id="121212121212", location="eu", state="active"
-    )
-    record_event(org=other, event_name="OtherOrgEvent", actor=other_admin)
-
-    return World(
-        objects={
-            "org": victim,
-            "own_org": other,
-            "connection": connection,
-            "setup_request": setup_request,
-            "audit_event": event,
-            "delivery": delivery,
-            "reencryption": reencryption,
-            "reencryption_job": job,
-            "data_key": data_key,
-            "key": key,
-        },
-        users={
-            "anonymous": None,
-            "member": member,
-            "other_admin": other_admin,
-            "rep": staff_user(ACCOUNT_REPS),
-            "support": staff_user(SUPPORT_STAFF),
-            "superuser": UserFactory(is_staff=True, is_superuser=True),
-        },
-        org_sentinels=["Victim Org ZQ", "victim-site-zq"],
-        secret_sentinels=[
-            SENTINEL_ACCOUNT,
-            SENTINEL_KEY,
-            "victim-next-zq",
-            "victim-note-zq",
-            "VictimSentinelEvent",
-            str(event.event_id),
-            "siem.victim.example",
-        ],
-    )
+    return build_world()
 
 
 def sign_in(client: Client, world: World, role: str) -> None:
@@ -427,39 +240,50 @@ def sign_in(client: Client, world: World, role: str) -> None:
         client.force_login(user)
 
 
-def admin_object_id(route: Route, world: World) -> str:
-    model = route.model
-    if model is None:
-        return "999999"
-    mine = {type(obj): obj for obj in world.objects.values() if obj is not None}
+def admin_object(route: Route, world: World):
+    """The victim's row of the admin page's model (any real row for a vendor-wide model)."""
+    model = route.model or Organization  # the admin's "view on site" shortcut: the org's
+    mine = world.admin_objects()
     if model in mine:
-        return str(mine[model].pk)
-    if model is Organization:
-        return str(world.objects["org"].pk)
-    first = model._default_manager.order_by("pk").first()
-    return str(first.pk) if first is not None else "999999"
+        return mine[model]
+    return model._default_manager.order_by("pk").first()
 
 
 def kwargs_for(route: Route, rule: Rule, world: World, *, org_id: str | None = None):
-    values, unknown = {}, []
+    """The URL's values, and a list of problems (a kwarg without value, an id with no row)."""
+    values, problems = {}, []
     for name in kwarg_names(route.route):
-        if name in rule.ids:
-            values[name] = world.id_of(rule.ids[name])
-        elif name == "org_id" and org_id is not None:
+        obj = None
+        if name == "org_id" and org_id is not None:
             values[name] = org_id
-        elif name in KWARG_OBJECTS:
-            values[name] = world.id_of(KWARG_OBJECTS[name])
+        elif name in rule.ids or name in KWARG_OBJECTS:
+            obj = world.objects[rule.ids.get(name) or KWARG_OBJECTS[name]]
+            values[name] = world.id_of(rule.ids.get(name) or KWARG_OBJECTS[name])
         elif name in KWARG_VALUES:
             values[name] = KWARG_VALUES[name]
         elif name in ("object_id", "id"):
-            values[name] = admin_object_id(route, world)
+            obj = admin_object(route, world)
+            values[name] = str(obj.pk) if obj is not None else "no-such-row"
+            if obj is None:
+                problems.append(f"no {route.model or Organization} row for {name}")
         elif name == "content_type_id":
             values[name] = str(ContentType.objects.get_for_model(Organization).pk)
         elif name == "app_label":
             values[name] = (regex_choices(route.route, name) or ["orgs"])[0]
         else:
-            unknown.append(name)
-    return values, unknown
+            problems.append(f"no value for URL kwarg {name} (add it to KWARG_*)")
+        if obj is not None and not object_exists(obj):
+            problems.append(f"{name}={values[name]} names no existing {type(obj).__name__}")
+    return values, problems
+
+
+def object_kwargs(route: Route, rule: Rule) -> list[str]:
+    """The route's kwargs that name an object (other than the org)."""
+    return [
+        n
+        for n in kwarg_names(route.route)
+        if n != "org_id" and (n in rule.ids or n in KWARG_OBJECTS)
+    ]
 
 
 def classify(response) -> str:
@@ -488,62 +312,69 @@ def sentinels_for(role: str, world: World) -> list[str]:
     return world.org_sentinels + world.secret_sentinels
 
 
-def victim_actions(world: World) -> int:
-    """The victim's audit events other than sign-ins: what anyone did to or in the org."""
-    return (
-        AuditEvent.objects.filter(organization=world.objects["org"])
-        .exclude(event_name__in=SIGN_IN_EVENTS)
-        .count()
-    )
-
-
 def probe(role: str, world: World, *, own_org_pass: bool = False) -> list[str]:
     """Every route × GET/POST as ``role``; returns the failures, one line each."""
     client = Client(raise_request_exception=True)
     sign_in(client, world, role)
     failures: list[str] = []
-    before = victim_actions(world)
     own_org_id = str(world.objects["own_org"].pk) if own_org_pass else None
+    state, mark = fingerprint(world), audit_mark()
     for route in all_routes():
         rule = rule_for(route)
         if rule is None:
             continue  # reported by test_every_url_pattern_has_a_rule
         if own_org_pass and "org_id" not in kwarg_names(route.route):
             continue
-        values, unknown = kwargs_for(route, rule, world, org_id=own_org_id)
-        if unknown:
-            failures.append(f"{route.key}: no value for URL kwargs {unknown} (add to KWARG_*)")
+        values, problems = kwargs_for(route, rule, world, org_id=own_org_id)
+        if problems:
+            failures.extend(f"{route.key}: {p}" for p in problems)
             continue
         url = build_url(route, values)
         if resolve(urlsplit(url).path).func is not route.pattern.callback:
             failures.append(f"{route.key}: built {url}, which resolves elsewhere")
             continue
         allowed = rule.allowed(role)
-        if own_org_pass:
-            foreign = [n for n in kwarg_names(route.route) if n != "org_id"]
-            # The user's own org with another org's object ids: never the object.
-            allowed = frozenset({NOT_FOUND, REDIRECT, BAD, NOT_ALLOWED}) if foreign else REACHED
+        foreign = bool(object_kwargs(route, rule))
         for method in ("get", "post"):
+            if own_org_pass:
+                # The user's own org with the victim's object ids: never the object, and no
+                # "done" redirect either (a POST-only view answers GET with 405).
+                allowed = (
+                    frozenset({NOT_FOUND, NOT_ALLOWED} if method == "get" else {NOT_FOUND})
+                    if foreign
+                    else REACHED
+                )
+            # May this request change anything? Staff their rule lets in may (by design).
+            guarded = role not in STAFF_ROLES or not (allowed & REACHED)
+            data = POST_DATA.get(route.key, {}) if method == "post" else {}
             try:
-                response = getattr(client, method)(url, REMOTE_ADDR="10.9.9.9")
+                response = getattr(client, method)(url, data, REMOTE_ADDR="10.9.9.9")
             except Exception as exc:  # noqa: BLE001 — every crash is reported, not just the first
                 failures.append(f"{method.upper()} {url} [{route.key}]: raised {exc!r}")
                 sign_in(client, world, role)
+                state, mark = fingerprint(world), audit_mark()
                 continue
+            where = f"{method.upper()} {url} [{route.key}]"
             outcome = classify(response)
             if outcome not in allowed:
-                where = f" → {response['Location']}" if outcome in (LOGIN, REDIRECT) else ""
-                failures.append(
-                    f"{method.upper()} {url} [{route.key}]: {outcome}{where}, "
-                    f"expected one of {sorted(allowed)}"
-                )
+                to = f" → {response['Location']}" if outcome in (LOGIN, REDIRECT) else ""
+                failures.append(f"{where}: {outcome}{to}, expected one of {sorted(allowed)}")
             leaked = [s for s in sentinels_for(role, world) if s in body_of(response)]
             if leaked:
-                failures.append(f"{method.upper()} {url} [{route.key}]: shows {leaked}")
+                failures.append(f"{where}: shows {leaked}")
             if role != "anonymous" and "_auth_user_id" not in client.session:
                 sign_in(client, world, role)  # a log-out URL signed the user out
-    if role not in STAFF_ROLES and victim_actions(world) != before:
-        failures.append(f"{role}: requests changed the victim org (new audit events)")
+            after = fingerprint(world)
+            if guarded:
+                changed = changed_models(state, after)
+                if changed:
+                    failures.append(f"{where}: changed the victim's {', '.join(changed)}")
+                attacker_org_may_act = own_org_pass and not foreign
+                for problem in audit_failures(
+                    world, mark, attacker_org_may_act=attacker_org_may_act
+                ):
+                    failures.append(f"{where}: audit log: {problem}")
+            state, mark = after, audit_mark()
     return failures
 
 
@@ -564,8 +395,39 @@ def test_rules_name_only_existing_urls():
 def test_the_walk_covers_the_admin_and_every_app():
     routes = all_routes()
     assert len(routes) > 60
-    assert any(r.key == "admin:keys_byokconnection_changelist" for r in routes)
+    assert any(r.key == "admin:connections_byokconnection_changelist" for r in routes)
     assert any(r.key.startswith("unnamed:admin/") for r in routes)  # e.g. the catch-all
+
+
+def test_every_url_kwarg_names_a_real_object_of_the_victim(world):
+    """No dummy ids: each object kwarg is an existing row, and the victim's where it can be."""
+    problems, victim = [], world.victim
+    for route in all_routes():
+        rule = rule_for(route)
+        if rule is None:
+            continue
+        values, found = kwargs_for(route, rule, world)
+        problems += [f"{route.key}: {p}" for p in found]
+        if values.get("org_id") not in (None, str(victim.pk)):
+            problems.append(f"{route.key}: org_id is not the victim's")
+    assert set(VICTIM_SCOPE) <= set(world.admin_objects())  # admin pages show the victim's
+    assert all(object_exists(obj) for obj in world.objects.values())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_fingerprint_sees_a_change_to_any_victim_object(world):
+    """The safety net itself: a changed field, a new row or a victim audit event all show."""
+    before = fingerprint(world)
+    assert all(before.values()), [name for name, rows in before.items() if not rows]
+    job = world.objects["reencryption_job"]
+    job.state = "cancelled"
+    job.save(update_fields=["state"])
+    assert changed_models(before, fingerprint(world)) == ["ReencryptionJob (1→1 rows)"]
+    mark = audit_mark()
+    record_event(org=world.objects["own_org"], event_name="RetryWebhookDelivery")
+    assert audit_failures(world, mark, attacker_org_may_act=False)
+    assert not audit_failures(world, mark, attacker_org_may_act=True)
+    assert AuditEvent.objects.filter(pk__gt=mark).count() == 1
 
 
 @pytest.mark.parametrize("role", ROLES)

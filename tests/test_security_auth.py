@@ -28,7 +28,7 @@ from tests.support import (
 pytestmark = pytest.mark.django_db
 
 
-# A destructive test view, decorated as keys.views.revoke_access is.
+# A destructive test view, decorated as connections.views.revoke_access is.
 @login_required
 @otp_required_for_destructive
 @recent_auth_required(max_age_s=600)

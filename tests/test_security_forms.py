@@ -15,10 +15,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from audit.models import AuditEvent
-from keys.models import ByokConnection, RequestEvent, SetupRequest
-from keys.services import claim_setup_request
+from connections.models import ByokConnection
 from orgs.models import AppInstance
 from orgs.staff_roles import ACCOUNT_REPS
+from setup.models import RequestEvent, SetupRequest
+from setup.services import claim_setup_request
 from tests.factories import (
     PASSWORD,
     AppInstanceFactory,

@@ -6,7 +6,6 @@ from orgs.staff_roles import sync_staff_groups
 class Migration(migrations.Migration):
     dependencies = [
         ("orgs", "0001_initial"),
-        ("keys", "0002_initial"),
         ("audit", "0002_initial"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),

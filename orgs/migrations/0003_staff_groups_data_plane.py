@@ -6,7 +6,6 @@ from orgs.staff_roles import sync_staff_groups
 class Migration(migrations.Migration):
     dependencies = [
         ("orgs", "0002_staff_groups"),
-        ("keys", "0003_data_plane"),
     ]
 
     operations = [migrations.RunPython(sync_staff_groups, migrations.RunPython.noop)]

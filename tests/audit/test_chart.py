@@ -146,7 +146,7 @@ def test_page_draws_the_chart_as_accessible_inline_svg(client):
         org=org, event_name="Decrypt", event_time=at(2025, 5, 1, 9, 6), error_code="AccessDenied"
     )
     response = client.get(
-        reverse("org-audit", args=[org.pk]), {"from": "2025-05-01T08:00", "to": "2025-05-01T11:00"}
+        reverse("audit:list", args=[org.pk]), {"from": "2025-05-01T08:00", "to": "2025-05-01T11:00"}
     )
     html = response.content.decode()
     svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)

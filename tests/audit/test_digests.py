@@ -92,7 +92,7 @@ def test_the_digest_is_signed_with_the_published_key(client):
     response = client.get("/audit/public-key.pem")  # public: no login
 
     assert response.status_code == 200
-    assert reverse("audit-public-key") == "/audit/public-key.pem"
+    assert reverse("audit:public-key") == "/audit/public-key.pem"
     assert response["Content-Type"] == "application/x-pem-file"
     key = serialization.load_pem_public_key(response.content)
     document = digests.digest_document(digest)
@@ -102,7 +102,7 @@ def test_the_digest_is_signed_with_the_published_key(client):
 
 
 def test_the_offline_verifier_can_be_downloaded_without_login(client):
-    response = client.get(reverse("audit-verifier"))
+    response = client.get(reverse("audit:verifier"))
     assert response.status_code == 200
     assert b"def verify_export" in response.content
 
@@ -345,7 +345,7 @@ def test_the_integrations_page_explains_offline_verification(client):
     _events(org, 2)
     (digest,) = digests.sign_chain_digests().signed
     client.force_login(org_admin(org))
-    html = client.get(reverse("audit-integrations", args=[org.pk])).content.decode()
-    assert reverse("audit-public-key") in html and reverse("audit-verifier") in html
+    html = client.get(reverse("integrations:index", args=[org.pk])).content.decode()
+    assert reverse("audit:public-key") in html and reverse("audit:verifier") in html
     assert digest.key_id in html
     assert f"Latest digest: link {digest.sequence}," in html

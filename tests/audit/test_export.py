@@ -66,7 +66,7 @@ def decrypt(org, at, *, error="", name="Decrypt"):
 
 
 def download(client, org, **params) -> tuple:
-    response = client.get(reverse("org-audit", args=[org.pk]), params)
+    response = client.get(reverse("audit:list", args=[org.pk]), params)
     assert response.status_code == 200, response.content
     return response, b"".join(response.streaming_content).decode()
 
@@ -172,7 +172,7 @@ def test_export_filename_names_the_org_and_the_time(admin_client, org):
 
 def test_export_is_audited_and_holds_only_what_existed_when_it_started(admin_client, org, admin):
     decrypt(org, T0)
-    response = admin_client.get(reverse("org-audit", args=[org.pk]), {"format": "json"})
+    response = admin_client.get(reverse("audit:list", args=[org.pk]), {"format": "json"})
     later = decrypt(org, T0 + timedelta(minutes=5))  # lands while the file is streaming
     document = json.loads(b"".join(response.streaming_content))
 

@@ -88,24 +88,24 @@ def link(response, rel) -> str | None:
 def test_member_gets_403_on_list_detail_and_export(client, org):
     event = kms_event(org, at=T0)
     login(client, org_member(org))
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     assert client.get(url).status_code == 403
     assert client.get(url, {"format": "csv"}).status_code == 403
-    assert client.get(reverse("org-audit-event", args=[org.pk, event.event_id])).status_code == 403
+    assert client.get(reverse("audit:event", args=[org.pk, event.event_id])).status_code == 403
 
 
 def test_admin_of_another_org_gets_404_on_list_detail_and_export(client, org):
     event = kms_event(org, at=T0)
     login(client, org_admin())
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     assert client.get(url).status_code == 404
     assert client.get(url, {"format": "json"}).status_code == 404
-    assert client.get(reverse("org-audit-event", args=[org.pk, event.event_id])).status_code == 404
+    assert client.get(reverse("audit:event", args=[org.pk, event.event_id])).status_code == 404
 
 
 def test_admin_gets_404_for_another_orgs_event_under_their_own_org(admin_client, org):
     other_event = kms_event(OrganizationFactory(), at=T0, name="SecretOtherOrgCall")
-    response = admin_client.get(reverse("org-audit-event", args=[org.pk, other_event.event_id]))
+    response = admin_client.get(reverse("audit:event", args=[org.pk, other_event.event_id]))
     assert response.status_code == 404
     assert b"SecretOtherOrgCall" not in response.content
 
@@ -114,12 +114,12 @@ def test_list_never_shows_another_orgs_events(admin_client, org):
     kms_event(org, at=T0, name="MineDecrypt")
     kms_event(OrganizationFactory(), at=T0, name="TheirDecrypt")
     record_event(org=None, event_name="VendorWideEvent", event_time=T0)
-    response = admin_client.get(reverse("org-audit", args=[org.pk]))
+    response = admin_client.get(reverse("audit:list", args=[org.pk]))
     assert names_on(response) == ["MineDecrypt"]
 
 
 def test_anonymous_visitor_is_sent_to_login(client, org):
-    response = client.get(reverse("org-audit", args=[org.pk]))
+    response = client.get(reverse("audit:list", args=[org.pk]))
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
 
@@ -133,7 +133,7 @@ def test_events_are_listed_newest_first_with_their_kind(admin_client, org):
     record_event(
         org=org, kind="ingested", event_name="DisableKey", event_time=T0 + timedelta(minutes=2)
     )
-    response = admin_client.get(reverse("org-audit", args=[org.pk]))
+    response = admin_client.get(reverse("audit:list", args=[org.pk]))
     assert names_on(response) == ["DisableKey", "GenerateDataKey", "SetupRequested"]
     html = response.content.decode()
     for badge in ("badge-portal", "badge-key-usage", "badge-ingested"):
@@ -141,7 +141,7 @@ def test_events_are_listed_newest_first_with_their_kind(admin_client, org):
 
 
 def test_empty_log_has_a_helpful_empty_state(admin_client, org):
-    response = admin_client.get(reverse("org-audit", args=[org.pk]))
+    response = admin_client.get(reverse("audit:list", args=[org.pk]))
     assert response.status_code == 200
     assert "No events yet." in response.content.decode()
 
@@ -179,7 +179,7 @@ def test_each_filter_narrows_the_list(admin_client, org, params, expected):
     tags["decrypt-error"] = kms_event(org, at=T0 + timedelta(hours=3), error="DisabledException")
     by_id = {str(event.event_id): tag for tag, event in tags.items()}
 
-    response = admin_client.get(reverse("org-audit", args=[org.pk]), params)
+    response = admin_client.get(reverse("audit:list", args=[org.pk]), params)
 
     assert response.status_code == 200
     assert {by_id[i] for i in listed_ids(response)} == expected
@@ -191,7 +191,7 @@ def test_filters_combine(admin_client, org):
     kms_event(org, at=T0 + timedelta(minutes=2), error="DisabledException", name="Encrypt")
     kms_event(org, at=T0 + timedelta(days=2), error="DisabledException", name="Decrypt")
     response = admin_client.get(
-        reverse("org-audit", args=[org.pk]),
+        reverse("audit:list", args=[org.pk]),
         {
             "event_name": "Decrypt",
             "errors_only": "on",
@@ -206,7 +206,7 @@ def test_filters_combine(admin_client, org):
 
 def test_filter_form_keeps_its_values_for_a_bookmarkable_url(admin_client, org):
     response = admin_client.get(
-        reverse("org-audit", args=[org.pk]),
+        reverse("audit:list", args=[org.pk]),
         {"event_name": "Decrypt", "from": "2025-05-01T12:00", "errors_only": "on"},
     )
     html = response.content.decode()
@@ -230,7 +230,7 @@ def test_filter_form_keeps_its_values_for_a_bookmarkable_url(admin_client, org):
 )
 def test_bad_filter_input_is_a_form_error_not_a_500(admin_client, org, params, message):
     kms_event(org, at=T0)
-    response = admin_client.get(reverse("org-audit", args=[org.pk]), params)
+    response = admin_client.get(reverse("audit:list", args=[org.pk]), params)
     assert response.status_code == 200
     html = response.content.decode()
     assert message in html
@@ -239,14 +239,14 @@ def test_bad_filter_input_is_a_form_error_not_a_500(admin_client, org, params, m
 
 
 def test_bad_export_format_is_a_clear_400(admin_client, org):
-    response = admin_client.get(reverse("org-audit", args=[org.pk]), {"format": "xml"})
+    response = admin_client.get(reverse("audit:list", args=[org.pk]), {"format": "xml"})
     assert response.status_code == 400
     assert b"use format=csv or format=json" in response.content
 
 
 def test_export_with_bad_filters_is_a_clear_400_not_an_unfiltered_export(admin_client, org):
     response = admin_client.get(
-        reverse("org-audit", args=[org.pk]), {"format": "csv", "region": "nowhere"}
+        reverse("audit:list", args=[org.pk]), {"format": "csv", "region": "nowhere"}
     )
     assert response.status_code == 400
     assert b"region: Enter an AWS region code" in response.content
@@ -262,7 +262,7 @@ def many_events(org, monkeypatch):
 
 
 def test_older_and_newer_links_walk_the_list_without_offset(admin_client, org, many_events):
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     first = admin_client.get(url)
     assert names_on(first) == ["Call11", "Call10", "Call09", "Call08", "Call07"]
     assert link(first, "prev") is None
@@ -281,7 +281,7 @@ def test_older_and_newer_links_walk_the_list_without_offset(admin_client, org, m
 def test_paging_is_stable_when_newer_events_arrive_between_page_loads(
     admin_client, org, many_events
 ):
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     first = admin_client.get(url)
     for i in range(3):  # new events land while the admin reads page 1
         kms_event(org, f"New{i}", at=T0 + timedelta(hours=1, minutes=i))
@@ -294,7 +294,7 @@ def test_paging_is_stable_when_newer_events_arrive_between_page_loads(
 def test_events_with_the_same_time_are_neither_repeated_nor_skipped(admin_client, org, monkeypatch):
     monkeypatch.setattr(views, "PAGE_SIZE", 3)
     events = [kms_event(org, f"Tie{i}", at=T0) for i in range(7)]
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     response, seen = admin_client.get(url), []
     while True:
         seen += listed_ids(response)
@@ -308,7 +308,7 @@ def test_events_with_the_same_time_are_neither_repeated_nor_skipped(admin_client
 def test_pagination_keeps_the_filters(admin_client, org, many_events):
     for i in range(6):
         kms_event(org, "Encrypt", at=T0 + timedelta(minutes=30 + i))
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     first = admin_client.get(url, {"event_name": "Encrypt"})
     older = link(first, "next")
     assert parse_qs(urlsplit(older).query)["event_name"] == ["Encrypt"]
@@ -329,7 +329,7 @@ def test_pagination_keeps_the_filters(admin_client, org, many_events):
 def test_tampered_cursor_shows_the_first_page_with_a_notice(
     admin_client, org, many_events, param, tamper
 ):
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     first = admin_client.get(url)
     token = parse_qs(urlsplit(link(first, "next")).query)["after"][0]
     response = admin_client.get(url, {param: tamper(token)})
@@ -340,7 +340,7 @@ def test_tampered_cursor_shows_the_first_page_with_a_notice(
 
 def test_event_detail_shows_the_whole_record_as_json(admin_client, org):
     event = kms_event(org, at=T0, request_id="req-detail")
-    response = admin_client.get(reverse("org-audit-event", args=[org.pk, event.event_id]))
+    response = admin_client.get(reverse("audit:event", args=[org.pk, event.event_id]))
     assert response.status_code == 200
     html = response.content.decode()
     assert "<pre" in html
@@ -350,13 +350,13 @@ def test_event_detail_shows_the_whole_record_as_json(admin_client, org):
 
 
 def test_unknown_event_id_is_404(admin_client, org):
-    response = admin_client.get(reverse("org-audit-event", args=[org.pk, uuid.uuid4()]))
+    response = admin_client.get(reverse("audit:event", args=[org.pk, uuid.uuid4()]))
     assert response.status_code == 404
 
 
 def test_detail_link_returns_to_the_same_filtered_list(admin_client, org):
     event = kms_event(org, at=T0)
-    url = reverse("org-audit", args=[org.pk])
+    url = reverse("audit:list", args=[org.pk])
     listing = admin_client.get(url, {"event_name": "Decrypt"})
     detail_href = re.search(
         r'href="(/orgs/\d+/audit/events/[^"]+)"', listing.content.decode()
@@ -370,8 +370,8 @@ def test_pages_carry_no_inline_style_for_the_csp(admin_client, org):
     kms_event(org, at=T0, error="DisabledException")
     event = kms_event(org, at=T0 + timedelta(minutes=5))
     pages = [
-        admin_client.get(reverse("org-audit", args=[org.pk]), {"from": "2025-05-01T00:00"}),
-        admin_client.get(reverse("org-audit-event", args=[org.pk, event.event_id])),
+        admin_client.get(reverse("audit:list", args=[org.pk]), {"from": "2025-05-01T00:00"}),
+        admin_client.get(reverse("audit:event", args=[org.pk, event.event_id])),
     ]
     for response in pages:
         html = response.content.decode()
@@ -384,5 +384,5 @@ def test_page_runs_a_fixed_number_of_queries(admin_client, org, django_assert_ma
     for i in range(30):
         kms_event(org, at=T0 + timedelta(minutes=i))
     with django_assert_max_num_queries(8):  # session, user, org, role, page, chart
-        response = admin_client.get(reverse("org-audit", args=[org.pk]))
+        response = admin_client.get(reverse("audit:list", args=[org.pk]))
     assert response.status_code == 200

@@ -141,11 +141,9 @@ def test_after_the_last_retry_the_delivery_is_failed_and_shown(hooked, receiver,
     assert delivery.status == "failed" and delivery.attempts == 4
     assert delivery.last_status_code == 500 and "HTTP 500" in delivery.last_error
     client.force_login(hooked["admin"])
-    html = client.get(reverse("audit-integrations", args=[hooked["org"].pk])).content.decode()
+    html = client.get(reverse("integrations:index", args=[hooked["org"].pk])).content.decode()
     assert 'class="audit-error-row" data-status="failed"' in html
-    assert (
-        reverse("audit-integrations-delivery-retry", args=[hooked["org"].pk, delivery.pk]) in html
-    )
+    assert reverse("integrations:delivery-retry", args=[hooked["org"].pk, delivery.pk]) in html
 
 
 def test_a_worker_schedules_each_retry_with_the_backoff_countdown(hooked, receiver, monkeypatch):
@@ -182,9 +180,7 @@ def test_a_failed_delivery_can_be_retried_by_the_admin(
     client.force_login(hooked["admin"])
 
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(
-            reverse("audit-integrations-delivery-retry", args=[hooked["org"].pk, delivery.pk])
-        )
+        client.post(reverse("integrations:delivery-retry", args=[hooked["org"].pk, delivery.pk]))
 
     delivery.refresh_from_db()
     assert delivery.status == "delivered"
@@ -258,7 +254,7 @@ def test_the_secret_is_stored_encrypted_and_never_shown_again(
     client.force_login(admin)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            reverse("audit-integrations-webhook", args=[org.pk]),
+            reverse("integrations:webhook", args=[org.pk]),
             {"url": receiver.url, "secret": SECRET, "enabled": "on"},
         )
     assert response.status_code == 302
@@ -266,12 +262,12 @@ def test_the_secret_is_stored_encrypted_and_never_shown_again(
     endpoint = WebhookEndpoint.objects.get(organization=org)
     assert SECRET not in endpoint.secret_encrypted
     assert webhooks.decrypt_secret(endpoint.secret_encrypted) == SECRET.encode()
-    html = client.get(reverse("audit-integrations", args=[org.pk])).content.decode()
+    html = client.get(reverse("integrations:index", args=[org.pk])).content.decode()
     assert SECRET not in html
     assert SECRET not in json.dumps(list(AuditEvent.objects.values_list("record", flat=True)))
     # Saving again without a secret keeps it.
     client.post(
-        reverse("audit-integrations-webhook", args=[org.pk]),
+        reverse("integrations:webhook", args=[org.pk]),
         {"url": receiver.url + "/v2", "secret": "", "enabled": "on"},
     )
     endpoint.refresh_from_db()
@@ -283,7 +279,7 @@ def test_a_new_webhook_needs_a_secret(receiver, client):
     org = OrganizationFactory()
     client.force_login(org_admin(org))
     response = client.post(
-        reverse("audit-integrations-webhook", args=[org.pk]), {"url": receiver.url, "secret": ""}
+        reverse("integrations:webhook", args=[org.pk]), {"url": receiver.url, "secret": ""}
     )
     assert response.status_code == 400
     assert "Enter a shared secret" in response.content.decode()
@@ -302,7 +298,7 @@ def test_send_test_event_button_delivers_an_audited_test_event(
 ):
     client.force_login(hooked["admin"])
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("audit-integrations-webhook-test", args=[hooked["org"].pk]))
+        response = client.post(reverse("integrations:webhook-test", args=[hooked["org"].pk]))
     assert response.status_code == 302
     event = AuditEvent.objects.get(organization=hooked["org"], event_name="SendWebhookTestEvent")
     assert len(receiver.for_event(event)) == 1
@@ -378,7 +374,7 @@ def test_a_paused_webhook_keeps_events_and_delivers_them_when_enabled(
 def test_removing_the_webhook_is_audited_and_drops_its_log(hooked, client):
     client.force_login(hooked["admin"])
     hooked["record"]()
-    response = client.post(reverse("audit-integrations-webhook-delete", args=[hooked["org"].pk]))
+    response = client.post(reverse("integrations:webhook-delete", args=[hooked["org"].pk]))
     assert response.status_code == 302
     assert not WebhookEndpoint.objects.exists() and not WebhookDelivery.objects.exists()
     assert AuditEvent.objects.filter(event_name="DeleteWebhookConfiguration").exists()
@@ -395,6 +391,6 @@ def test_attempting_a_delivered_delivery_again_sends_nothing(hooked, receiver):
 
 def test_members_cannot_touch_the_webhook(hooked, client):
     client.force_login(org_member(hooked["org"]))
-    for name in ("audit-integrations-webhook-test", "audit-integrations-webhook-delete"):
+    for name in ("integrations:webhook-test", "integrations:webhook-delete"):
         assert client.post(reverse(name, args=[hooked["org"].pk])).status_code == 403
     assert WebhookEndpoint.objects.filter(organization=hooked["org"]).exists()

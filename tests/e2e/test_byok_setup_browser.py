@@ -5,9 +5,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from keys import customer_side
-from keys.models import ByokConnection
-from orgs.demo import seed_demo_world
+from connections.models import ByokConnection
+from demo import customer_side
+from demo.seed import seed_demo_world
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GLOBEX_ACCOUNT = "333344445555"

@@ -6,10 +6,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from keys import customer_side, revocation
-from keys.demo import ACME_AWS_ACCOUNT, seed_demo_byok
-from keys.models import ByokConnection
-from orgs.demo import seed_demo_world
+from connections import services as revocation
+from connections.models import ByokConnection
+from demo import customer_side
+from demo.acme import ACME_AWS_ACCOUNT, seed_demo_byok
+from demo.seed import seed_demo_world
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,13 +10,16 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from keys import customer_side, dek_cache, reencryption_job
-from keys.dataplane import store_record
-from keys.demo import ACME_AWS_ACCOUNT, seed_demo_byok
-from keys.models import ByokConnection, DataKey, ReencryptionJob
-from keys.onboarding import REPLACEMENT_KEY_ALIAS
-from orgs.demo import seed_demo_world
+from connections.models import ByokConnection, DataKey
+from dataplane import dek_cache
+from dataplane.records import store_record
+from demo import customer_side
+from demo.acme import ACME_AWS_ACCOUNT, seed_demo_byok
+from demo.seed import seed_demo_world
 from orgs.models import AppInstance
+from reencryption import job as reencryption_job
+from reencryption.models import ReencryptionJob
+from setup.onboarding import REPLACEMENT_KEY_ALIAS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EXTRA_DEKS_PER_APP = 2

@@ -8,7 +8,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django_otp.oath import TOTP
 from playwright.sync_api import expect
 
-from keys.models import ByokConnection, RegionalKey
+from connections.models import ByokConnection, RegionalKey
 from orgs.staff_roles import ACCOUNT_REPS
 from security import session as auth_session
 from tests.factories import PASSWORD, OrganizationFactory, org_admin, staff_user

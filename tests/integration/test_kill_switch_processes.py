@@ -12,11 +12,13 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
-from keys import customer_side, revocation
-from keys.demo import ACME_AWS_ACCOUNT, seed_demo_byok
-from keys.models import ByokConnection
-from keys.tasks import run_health_monitor, run_read_check_task
-from orgs.demo import seed_demo_world
+from connections import services as revocation
+from connections.models import ByokConnection
+from connections.tasks import run_health_monitor
+from dataplane.tasks import run_read_check_task
+from demo import customer_side
+from demo.acme import ACME_AWS_ACCOUNT, seed_demo_byok
+from demo.seed import seed_demo_world
 from orgs.models import AppInstance, User
 
 pytestmark = pytest.mark.django_db(transaction=True)

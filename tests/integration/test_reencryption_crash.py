@@ -4,7 +4,8 @@ started again, and the job resumes from its checkpoint (PostgreSQL, Redis, moto 
 The job is throttled (one data key per batch, a pause between batches) so that the kill lands
 deterministically between its first and its last batch.
 
-Who restarts the job after the crash: the beat sweeper (``keys.tasks.sweep_reencryption_jobs``,
+Who restarts the job after the crash: the beat sweeper
+(``reencryption.tasks.sweep_reencryption_jobs``,
 every minute in production), which finds the job running with the lease of a dead process.
 Redis would also redeliver the unacked message, but kombu's Redis transport looks for expired
 deliveries only every ``unacked_restore_interval × unacked_restore_throttle`` (100 s by
@@ -19,23 +20,19 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
-from keys import customer_side, dek_cache, reencryption
-from keys.dataplane import read_record, store_record
-from keys.demo import ACME_AWS_ACCOUNT, seed_demo_byok
-from keys.models import (
-    AppRecord,
-    ByokConnection,
-    DataKey,
-    DataKeyWrapping,
-    ReencryptionJob,
-    ReencryptionPreflight,
-    RegionalKey,
-)
-from keys.onboarding import REPLACEMENT_KEY_ALIAS
-from keys.tasks import sweep_reencryption_jobs
-from orgs.demo import seed_demo_world
+from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
+from dataplane import dek_cache
+from dataplane.models import AppRecord
+from dataplane.records import read_record, store_record
+from demo import customer_side
+from demo.acme import ACME_AWS_ACCOUNT, seed_demo_byok
+from demo.seed import seed_demo_world
 from orgs.models import AppInstance, User
 from orgs.staff_roles import ACCOUNT_REPS
+from reencryption import services as reencryption
+from reencryption.models import ReencryptionJob, ReencryptionPreflight
+from reencryption.tasks import sweep_reencryption_jobs
+from setup.onboarding import REPLACEMENT_KEY_ALIAS
 from tests.factories import staff_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

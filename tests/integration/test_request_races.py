@@ -6,10 +6,11 @@ import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from keys import services
-from keys.models import ByokConnection, PreflightRun, SetupRequest
+from connections.models import ByokConnection
 from orgs.models import AppInstance
 from orgs.staff_roles import ACCOUNT_REPS
+from setup import services
+from setup.models import PreflightRun, SetupRequest
 from tests.factories import OrganizationFactory, org_admin, staff_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

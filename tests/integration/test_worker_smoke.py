@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.django_db(transaction=True)
 def test_worker_runs_task_and_writes_to_postgres(celery_worker_process, wait_for, settings):
     from audit.models import AuditEvent
-    from orgs.tasks import record_heartbeat
+    from audit.tasks import record_heartbeat
 
     assert "postgresql" in settings.DATABASES["default"]["ENGINE"]
     assert settings.CELERY_BROKER_URL.startswith("redis://")

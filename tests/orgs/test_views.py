@@ -80,16 +80,16 @@ def test_org_admin_reaches_byok_and_audit_pages(client):
 def test_staff_see_links_to_staff_pages_and_admin(client):
     login_staff(client, staff_user("Account representatives"))
     body = client.get("/").content.decode()
-    assert reverse("staff-requests") in body
+    assert reverse("review:queue") in body
     assert reverse("admin:index") in body
 
 
 def test_customers_see_no_staff_links_and_get_403_on_staff_pages(client):
     login(client, org_admin())
     body = client.get("/").content.decode()
-    assert reverse("staff-requests") not in body
+    assert reverse("review:queue") not in body
     assert reverse("admin:index") not in body
-    assert client.get(reverse("staff-requests")).status_code == 403
+    assert client.get(reverse("review:queue")).status_code == 403
 
 
 def test_pages_are_served_with_strict_security_headers(client):

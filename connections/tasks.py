@@ -1,0 +1,31 @@
+"""Celery entry points of the connection lifecycle: thin, idempotent wrappers over services.
+
+Tasks take ids, validate them, and re-read state first, so a retry or a duplicate delivery
+(acks late) does no harm.
+"""
+
+from celery import shared_task
+
+from connections import services
+from core.tasks import positive_id
+
+
+@shared_task(acks_late=True)
+def run_health_monitor() -> dict:
+    """Beat: check every monitored connection's keys, expire overdue revocations."""
+    return services.run_health_monitor()
+
+
+@shared_task(acks_late=True)
+def check_connection_health_task(connection_id: int) -> str:
+    return services.check_connection_health(connection_id=positive_id(connection_id))
+
+
+@shared_task(acks_late=True)
+def destroy_data_keys_task(connection_id: int) -> int:
+    return services.destroy_data_keys(connection_id=positive_id(connection_id))
+
+
+@shared_task(acks_late=True)
+def verify_restore_task(connection_id: int) -> str:
+    return services.verify_restore(connection_id=positive_id(connection_id)).state

@@ -1,0 +1,19 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from demo.seed import DEMO_USERS, seed_demo_world
+
+
+class Command(BaseCommand):
+    help = "Create the demo organizations, users, sites and (with a moto endpoint) AWS keys."
+
+    def handle(self, *args, **options):
+        if not settings.DEBUG:
+            raise CommandError("seed_demo creates users with a published password: DEBUG only.")
+        seed_demo_world()
+        from demo.acme import seed_demo_byok
+
+        self.stdout.write(seed_demo_byok())
+        self.stdout.write(self.style.SUCCESS("Demo data ready. Log in with any of:"))
+        for user in DEMO_USERS:
+            self.stdout.write(f"  {user.email:<30} {settings.DEMO_PASSWORD}   ({user.description})")

@@ -1,0 +1,268 @@
+"""dataplane.dek_cache: the bounded cache of unwrapped data keys and the per-process guard."""
+
+import threading
+
+import pytest
+
+from dataplane import dek_cache
+from dataplane.dek_cache import AccessGuard, AppAccess, DekCache
+from dataplane.envelope import DataKeyCipher
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def cipher(dek_id: int) -> DataKeyCipher:
+    return DataKeyCipher(dek_id=dek_id, dek=bytes([dek_id % 256]) * 32)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_cache(clock, **limits) -> DekCache:
+    limits = {"max_age_s": 300, "max_uses": 1000, "max_entries": 100, **limits}
+    return DekCache(clock=clock, **limits)
+
+
+def test_cached_key_is_returned_with_its_owner(clock):
+    cache = make_cache(clock)
+    cache.put(cipher(1), org_id=10, app_instance_id=20)
+
+    hit = cache.get(1)
+
+    assert hit.cipher.dek_id == 1
+    assert (hit.org_id, hit.app_instance_id) == (10, 20)
+    assert cache.get(2) is None
+
+
+def test_key_expires_at_max_age(clock):
+    cache = make_cache(clock, max_age_s=300)
+    cache.put(cipher(1), org_id=10, app_instance_id=20)
+
+    clock.advance(299.9)
+    assert cache.get(1) is not None
+    clock.advance(0.1)
+    assert cache.get(1) is None
+    assert 1 not in cache
+
+
+def test_key_expires_after_max_uses(clock):
+    cache = make_cache(clock, max_uses=3)
+    cache.put(cipher(1), org_id=10, app_instance_id=20)
+
+    assert [cache.get(1) is not None for _ in range(4)] == [True, True, True, False]
+
+
+def test_current_key_lookup_counts_uses_too(clock):
+    cache = make_cache(clock, max_uses=2)
+    cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+
+    assert cache.get_current(20).cipher.dek_id == 1
+    assert cache.get(1) is not None
+    assert cache.get_current(20) is None  # third use: expired, and no longer current
+    assert cache.get_current(21) is None
+
+
+def test_least_recently_used_key_is_evicted_beyond_max_entries(clock):
+    cache = make_cache(clock, max_entries=3)
+    for dek_id in (1, 2, 3):
+        cache.put(cipher(dek_id), org_id=10, app_instance_id=20)
+    cache.get(1)  # 2 is now the least recently used
+
+    cache.put(cipher(4), org_id=10, app_instance_id=20)
+
+    assert len(cache) == 3
+    assert 2 not in cache
+    assert all(k in cache for k in (1, 3, 4))
+
+
+def test_evicting_the_current_key_forgets_it_as_current(clock):
+    cache = make_cache(clock, max_entries=1)
+    cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+    cache.put(cipher(2), org_id=10, app_instance_id=21)
+
+    assert cache.get_current(20) is None
+
+
+def test_purge_org_drops_only_that_orgs_keys(clock):
+    cache = make_cache(clock)
+    cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+    cache.put(cipher(2), org_id=10, app_instance_id=21)
+    cache.put(cipher(3), org_id=11, app_instance_id=30, current=True)
+
+    assert cache.purge_org(10) == 2
+
+    assert 1 not in cache and 2 not in cache
+    assert cache.get_current(20) is None
+    assert cache.get_current(30).cipher.dek_id == 3
+
+
+def test_purge_all_empties_the_cache(clock):
+    cache = make_cache(clock)
+    cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+
+    cache.purge_all()
+
+    assert len(cache) == 0
+    assert cache.get_current(20) is None
+
+
+def test_limits_come_from_settings_with_defaults(settings):
+    for name in ("DEK_CACHE_MAX_AGE_S", "DEK_CACHE_MAX_USES", "DEK_CACHE_MAX_ENTRIES"):
+        if hasattr(settings, name):
+            delattr(settings, name)
+    cache = DekCache()
+    assert (cache.max_age_s, cache.max_uses, cache.max_entries) == (300.0, 100_000, 1000)
+
+    settings.DEK_CACHE_MAX_AGE_S = 60
+    settings.DEK_CACHE_MAX_USES = 500
+    settings.DEK_CACHE_MAX_ENTRIES = 7
+    cache = DekCache()
+    assert (cache.max_age_s, cache.max_uses, cache.max_entries) == (60.0, 500, 7)
+
+
+def test_process_cache_follows_settings_changes(settings):
+    settings.DEK_CACHE_MAX_USES = 123
+    settings.DEK_GUARD_TTL_S = 0.25
+
+    assert dek_cache.CACHE.max_uses == 123
+    assert dek_cache.GUARD.ttl_s == 0.25
+
+
+def test_concurrent_use_counts_every_use_exactly(clock):
+    cache = make_cache(clock, max_uses=10_000)
+    cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+    hits = []
+
+    def worker():
+        hits.append(sum(cache.get_current(20) is not None for _ in range(1000)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sum(hits) == 8000
+    assert cache._entries[1].uses == 8000
+
+
+def test_concurrent_puts_never_exceed_max_entries(clock):
+    cache = make_cache(clock, max_entries=50)
+
+    def worker(base):
+        for i in range(200):
+            cache.put(cipher(base + i), org_id=base, app_instance_id=base)
+
+    threads = [threading.Thread(target=worker, args=(n * 1000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(cache) == 50
+
+
+# --- The access guard ----------------------------------------------------------------------
+
+
+def access(*, usable=True, org_id=10, app_id=20) -> AppAccess:
+    return AppAccess(
+        app_instance_id=app_id,
+        org_id=org_id,
+        site_name="acme",
+        app="jira",
+        encryption="byok",
+        connection_id=1,
+        connection_state="active" if usable else "revoked",
+        usable=usable,
+        reason="" if usable else "Access to your encryption keys was revoked.",
+    )
+
+
+class Lookup:
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls = 0
+
+    def __call__(self, app_instance_id):
+        self.calls += 1
+        return self.answer
+
+
+def test_guard_asks_the_database_at_most_once_per_ttl(clock):
+    lookup = Lookup(access())
+    guard = AccessGuard(lookup=lookup, on_refused=lambda org_id: None, ttl_s=0.5, clock=clock)
+
+    for _ in range(100):
+        assert guard.check(20).usable
+    clock.advance(0.49)
+    guard.check(20)
+    assert lookup.calls == 1
+
+    clock.advance(0.01)
+    guard.check(20)
+    assert lookup.calls == 2
+
+
+def test_guard_sees_revocation_within_ttl_and_purges_the_org(clock):
+    lookup = Lookup(access())
+    purged = []
+    guard = AccessGuard(lookup=lookup, on_refused=purged.append, ttl_s=0.5, clock=clock)
+    assert guard.check(20).usable
+
+    lookup.answer = access(usable=False)  # another process revoked
+    clock.advance(0.5)
+
+    answer = guard.check(20)
+    assert not answer.usable
+    assert "revoked" in answer.reason
+    assert purged == [10]
+
+
+def test_guard_force_rechecks_now(clock):
+    lookup = Lookup(access())
+    guard = AccessGuard(lookup=lookup, on_refused=lambda org_id: None, ttl_s=0.5, clock=clock)
+    guard.check(20)
+
+    guard.check(20, force=True)
+
+    assert lookup.calls == 2
+
+
+def test_guard_forget_org_makes_the_next_check_query(clock):
+    lookup = Lookup(access())
+    guard = AccessGuard(lookup=lookup, on_refused=lambda org_id: None, ttl_s=0.5, clock=clock)
+    guard.check(20)
+
+    guard.forget_org(10)
+    guard.check(20)
+
+    assert lookup.calls == 2
+
+
+def test_guard_answers_none_for_a_missing_app(clock):
+    guard = AccessGuard(lookup=Lookup(None), on_refused=lambda org_id: None, clock=clock)
+
+    assert guard.check(99) is None
+
+
+def test_purge_org_clears_the_process_cache_and_guard_memo(monkeypatch, clock):
+    monkeypatch.setattr(dek_cache.GUARD, "clock", clock)
+    dek_cache.CACHE.put(cipher(77), org_id=123456, app_instance_id=654321)
+    dek_cache.GUARD._seen[654321] = (clock() + 1, access(org_id=123456, app_id=654321))
+
+    assert dek_cache.purge_org(123456) == 1
+
+    assert 77 not in dek_cache.CACHE
+    assert 654321 not in dek_cache.GUARD._seen

@@ -42,7 +42,7 @@ help:
 	@echo "make test-unit      pytest tests/ minus integration/ and e2e/ (SQLite, eager Celery, mock_aws)"
 	@echo "make test-services  tests/integration (PostgreSQL, Redis, real Celery worker, moto server)"
 	@echo "make test-browser   tests/e2e (Playwright + Debian chromium against a live server)"
-	@echo "make lint | fmt     ruff check + format check | fix + format"
+	@echo "make lint | fmt     ruff, import-linter contracts (.importlinter), module size | fix + format"
 	@echo "make prod-check     check --deploy + collectstatic with production settings, bandit, pip-audit"
 	@echo "make bench B=name   python -m bench <name> (B=all for every benchmark)"
 
@@ -101,11 +101,13 @@ test-browser: deps browser-deps
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_module_size.py
 
 # --- production readiness ----------------------------------------------------------------
 # Production-like settings: DEBUG off, a random SECRET_KEY and audit signing key, PostgreSQL and
 # Redis URLs (never connected to: check --deploy needs no database), a throw-away var/ dir.
-BANDIT_PATHS := byokportal orgs keys audit security manage.py
+BANDIT_PATHS := byokportal core orgs audit security connections dataplane review setup reencryption integrations manage.py
 # pip-audit asks PyPI's JSON API for known vulnerabilities: run only when that answers.
 PIP_AUDIT_PROBE := import json, sys, urllib.request; \
 	url = "https://pypi.org/pypi/django/4.2/json"; \

@@ -280,7 +280,27 @@ VENDOR_PRINCIPAL_ARN = env.str(
 )
 BYOK_ROLE_NAME = env.str("BYOK_ROLE_NAME", default="byok-key-management")
 BYOK_RESTORE_WINDOW_DAYS = 15
+# How long a restore may stay in `restoring` before the beat falls back to revoked.
+BYOK_RESTORE_CHECK_TIMEOUT_S = env.float("BYOK_RESTORE_CHECK_TIMEOUT_S", default=900.0)
 PREFLIGHT_MAX_AGE_HOURS = 24
+
+# --- Re-encryption job ---
+# Data keys per batch of a re-wrap job (the default a rep's approval form proposes).
+REENCRYPTION_REWRAP_BATCH = env.int("REENCRYPTION_REWRAP_BATCH", default=100)
+# Records per batch of a rotate job (the default a rep's approval form proposes).
+REENCRYPTION_ROTATE_BATCH = env.int("REENCRYPTION_ROTATE_BATCH", default=500)
+# Default pause between two batches, in seconds (throttles the job's load on KMS and the DB).
+REENCRYPTION_BATCH_INTERVAL_S = env.float("REENCRYPTION_BATCH_INTERVAL_S", default=0.0)
+# A run whose heartbeat is older than this (seconds) lost its lease: another run takes over.
+REENCRYPTION_LEASE_S = env.float("REENCRYPTION_LEASE_S", default=120.0)
+# KMS calls a run makes in parallel (1: one by one, in the run's own thread).
+REENCRYPTION_KMS_CONCURRENCY = env.int("REENCRYPTION_KMS_CONCURRENCY", default=8)
+# Seconds between two DescribeKey checks of the keys in use (a disabled key revokes).
+REENCRYPTION_KEY_CHECK_INTERVAL_S = env.float("REENCRYPTION_KEY_CHECK_INTERVAL_S", default=5.0)
+# Retries of a step after a transient AWS failure before the run waits for the sweeper.
+REENCRYPTION_TRANSIENT_RETRIES = env.int("REENCRYPTION_TRANSIENT_RETRIES", default=3)
+# Backoff before the first such retry, in seconds (doubled at each retry).
+REENCRYPTION_TRANSIENT_BACKOFF_S = env.float("REENCRYPTION_TRANSIENT_BACKOFF_S", default=1.0)
 
 # --- Data plane: the in-process cache of plaintext data keys -------------------------------
 DEK_CACHE_MAX_AGE_S = env.float("DEK_CACHE_MAX_AGE_S", default=300.0)

@@ -3,10 +3,12 @@
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.timesince import timeuntil
 
 from connections import notifications
-from connections.models import ByokConnection, RegionalKey
-from connections.services import MONITORED_STATES
+from connections.lifecycle import MONITORED_STATES, RESTORE_WINDOW_STATES
+from connections.models import ByokConnection, ConnectionState, RegionalKey
 from core.tasks import enqueue_on_commit
 from security.admin_base import (
     PermissionActionsMixin,
@@ -43,7 +45,7 @@ def _state_notice(connection: ByokConnection) -> tuple[str, str]:
     body = f"Key access is {state}."
     if connection.state_reason:
         body += f"\n{connection.state_reason}"
-    if connection.state == "revoked" and connection.restore_deadline:
+    if connection.state in RESTORE_WINDOW_STATES and connection.restore_deadline:
         body += (
             f"\nAccess can be restored until {connection.restore_deadline:%d %B %Y %H:%M} UTC; "
             "after that the encrypted data is unrecoverable by design."
@@ -61,6 +63,7 @@ class ByokConnectionAdmin(PermissionActionsMixin, ReadOnlyAdmin):
         "current_keys",
         "last_checked_at",
         "revoked_at",
+        "restore_window",
     ]
     list_filter = ["state", "location"]
     search_fields = [
@@ -85,6 +88,8 @@ class ByokConnectionAdmin(PermissionActionsMixin, ReadOnlyAdmin):
                     "state_changed_at",
                     "revoked_at",
                     "restore_deadline",
+                    "restore_window",
+                    "notices_sent",
                     "last_checked_at",
                     "transient_failures",
                 ]
@@ -105,6 +110,8 @@ class ByokConnectionAdmin(PermissionActionsMixin, ReadOnlyAdmin):
         "state_changed_at",
         "revoked_at",
         "restore_deadline",
+        "restore_window",
+        "notices_sent",
         "last_checked_at",
         "transient_failures",
         "external_id",
@@ -131,6 +138,17 @@ class ByokConnectionAdmin(PermissionActionsMixin, ReadOnlyAdmin):
     @admin.display(description="current keys", ordering="_current_keys")
     def current_keys(self, obj):
         return getattr(obj, "_current_keys", None)
+
+    @admin.display(description="restore window left", ordering="restore_deadline")
+    def restore_window(self, obj):
+        """The countdown of the restore window (revoked or restoring connections only)."""
+        if obj.state not in RESTORE_WINDOW_STATES or not obj.restore_deadline:
+            return "—"
+        now = timezone.now()
+        if obj.restore_deadline <= now:
+            return "ended"
+        until = f"{obj.restore_deadline:%d %b %Y %H:%M} UTC"
+        return f"{timeuntil(obj.restore_deadline, now)} (until {until})"
 
     @admin.display(description="IAM role")
     def role_arn_display(self, obj):
@@ -163,8 +181,8 @@ class ByokConnectionAdmin(PermissionActionsMixin, ReadOnlyAdmin):
         if skipped:
             self.message_user(
                 request,
-                f"Not checked (only active, degraded, re-encrypting and revoked connections are "
-                f"monitored): {', '.join(skipped)}.",
+                f"Not checked (only {_monitored_labels()} connections are monitored): "
+                f"{', '.join(skipped)}.",
                 messages.WARNING,
             )
 
@@ -192,6 +210,11 @@ class ByokConnectionAdmin(PermissionActionsMixin, ReadOnlyAdmin):
         self.message_user(
             request, f"Notice resent to the admins of {', '.join(sent)}.", messages.SUCCESS
         )
+
+
+def _monitored_labels() -> str:
+    labels = [s.label.lower() for s in ConnectionState if s in MONITORED_STATES]
+    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels)
 
 
 def _key_resources(connection: ByokConnection) -> list[dict]:

@@ -52,6 +52,11 @@ class ByokConnection(models.Model):
         blank=True,
         help_text="What the monitor last saw of the customer's revocation steps, per region.",
     )
+    notices_sent = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Notices of the current revocation already sent: notice → time (each once).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

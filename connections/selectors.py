@@ -4,8 +4,9 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from connections.models import ByokConnection
-from orgs.models import AppInstance
+from connections.lifecycle import DEADLINES, RESTORE_WINDOW_STATES, deadline_of, state_flags
+from connections.models import ByokConnection, ConnectionState
+from orgs.models import AppInstance, Membership
 
 
 def connection_of(org) -> ByokConnection | None:
@@ -32,6 +33,8 @@ def byok_status_context(org) -> dict:
         "current_keys": [k for k in connection.keys.all() if k.is_current] if connection else [],
         "byok_apps": apps,
         "read_check_minutes": round(settings.READ_CHECK_INTERVAL_S / 60),
+        "lc": state_flags(connection),
+        "restore_days": settings.BYOK_RESTORE_WINDOW_DAYS,
         "setup_requests": org.setup_requests.select_related("requested_by", "assignee")[:20],
     }
 
@@ -51,14 +54,47 @@ def revocation_context(connection: ByokConnection) -> dict:
         }
         for k in keys
     ]
-    deadline = connection.restore_deadline
+    flags = state_flags(connection, now)
     return {
         "connection": connection,
+        "lc": flags,
         "restore_days": settings.BYOK_RESTORE_WINDOW_DAYS,
         "regions": regions,
+        # IAM is global: the trust-policy step is one step, whatever the number of regions.
+        "trust_denied": any(r["trust_denied"] for r in regions),
+        "vendor_principal": settings.VENDOR_PRINCIPAL_ARN,
         "role_arn": connection.role_arn,
-        "can_restore": connection.state == "revoked" and deadline is not None and deadline > now,
-        "restore_in_progress": connection.state == "restoring",
-        "window_closed": connection.state == "expired"
-        or (connection.state == "revoked" and deadline is not None and deadline <= now),
+        "can_restore": flags["restorable"],
+        "restore_in_progress": flags["restoring"],
+        "restore_check_deadline": deadline_of(connection) if flags["restoring"] else None,
+        "window_closed": flags["window_closed"],
     }
+
+
+def revocation_banners(user) -> list[dict]:
+    """The portal-wide banner: for an org admin, each of their orgs whose key access is revoked
+    (restore window running), with the deadline. Nobody else sees it."""
+    if user is None or not user.is_authenticated:
+        return []
+    org_ids = Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list(
+        "organization_id", flat=True
+    )
+    connections = (
+        ByokConnection.objects.filter(
+            organization_id__in=org_ids,
+            state__in=RESTORE_WINDOW_STATES,
+            restore_deadline__isnull=False,
+        )
+        .select_related("organization")
+        .order_by("restore_deadline")
+    )
+    return [
+        {
+            "org": c.organization,
+            "state": c.get_state_display(),
+            "restoring": c.state == ConnectionState.RESTORING,
+            "restore_deadline": c.restore_deadline,
+            "window": DEADLINES[ConnectionState.REVOKED].length,
+        }
+        for c in connections
+    ]

@@ -12,7 +12,9 @@ from core.tasks import positive_id
 
 @shared_task(acks_late=True)
 def run_health_monitor() -> dict:
-    """Beat: check every monitored connection's keys, expire overdue revocations."""
+    """Beat (every HEALTH_MONITOR_INTERVAL_S): check every monitored connection's keys, then
+    enforce every deadline of ``lifecycle.DEADLINES`` (stuck restores, the restore window's
+    reminders, expiry)."""
     return services.run_health_monitor()
 
 

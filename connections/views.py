@@ -74,10 +74,24 @@ def revoke_progress_fragment(request, org):
 @org_admin_required
 @require_http_methods(["GET", "POST"])
 def restore_access(request, org):
+    """The restore page. Its status fragment (polled while the checks run) only reads; the
+    page and its form need the same step-up as revoke (lifecycle.StepUp.DESTRUCTIVE)."""
     connection = selectors.connection_of(org)
     if connection is None:
         raise Http404("No BYOK connection.")
-    form = RestoreAccessForm(request.POST or None)
+    if request.method == "GET" and request.GET.get("fragment"):
+        return render(
+            request,
+            "connections/partials/restore_state.html",
+            {"org": org, **selectors.revocation_context(connection)},
+        )
+    return _restore_with_step_up(request, org, connection)
+
+
+@otp_required_for_destructive
+@recent_auth_required
+def _restore_with_step_up(request, org, connection):
+    form = RestoreAccessForm(request.POST or None, org=org, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             services.request_restore(org=org, actor=request.user)
@@ -86,13 +100,8 @@ def restore_access(request, org):
         else:
             messages.info(request, "Checking your keys in every region…")
         return redirect("connections:restore", org_id=org.pk)
-    template = (
-        "connections/partials/restore_state.html"
-        if request.GET.get("fragment")
-        else "connections/restore.html"
-    )
     return render(
         request,
-        template,
+        "connections/restore.html",
         {"org": org, "form": form, **selectors.revocation_context(connection)},
     )

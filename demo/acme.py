@@ -17,7 +17,9 @@ from dataplane.models import AppRecord
 from dataplane.records import store_record
 from demo import customer_side
 from orgs.models import AppInstance, Organization, Site, User
+from reencryption.models import ReencryptionJob, ReencryptionRequest
 from setup.models import SetupRequest
+from setup.onboarding import REPLACEMENT_KEY_ALIAS
 
 ACME_AWS_ACCOUNT = "222233334444"
 ACME_SITE = "acme-secure"
@@ -34,6 +36,17 @@ SAMPLE_PAGES = [
     ("Key management policy", "Keys live in the security account; rotation is yearly."),
     ("Board meeting notes", "Acquisition of Initech discussed; confidential until announced."),
 ]
+
+
+def aws_available() -> bool:
+    """A moto server (``AWS_ENDPOINT_URL``) or moto in-process (tests' ``mock_aws``)."""
+    if settings.AWS_ENDPOINT_URL:
+        return True
+    try:
+        from moto.core.models import MockAWS
+    except ImportError:  # pragma: no cover — moto is a dev dependency
+        return False
+    return MockAWS._nested_count > 0
 
 
 def _keys_still_exist(connection: ByokConnection) -> bool:
@@ -56,13 +69,16 @@ def _forget_acme_byok(org: Organization) -> None:
     DataKey.objects.filter(app_instance__in=apps).delete()
     apps.delete()
     Site.objects.filter(name=ACME_SITE).delete()
+    # Re-encryptions of the vanished keys (PROTECTed: their jobs first).
+    ReencryptionJob.objects.filter(request__organization=org).delete()
+    ReencryptionRequest.objects.filter(organization=org).delete()
     RegionalKey.objects.filter(connection__organization=org).delete()
     SetupRequest.objects.filter(organization=org).delete()
     ByokConnection.objects.filter(organization=org).delete()
 
 
 def seed_demo_byok() -> str:
-    if not settings.AWS_ENDPOINT_URL:
+    if not aws_available():
         return "Acme's BYOK site: skipped (no AWS_ENDPOINT_URL: start the moto server first)."
     org = Organization.objects.get(name="Acme Corp")
     connection = ByokConnection.objects.filter(organization=org).first()
@@ -129,4 +145,49 @@ def seed_demo_byok() -> str:
         f"Acme's BYOK site {ACME_SITE}: keys in AWS account {ACME_AWS_ACCOUNT} "
         f"({', '.join(key_arns)}), "
         f"{len(SAMPLE_ISSUES)} issues and {len(SAMPLE_PAGES)} pages encrypted."
+    )
+
+
+def seed_demo_replacement_keys() -> str:
+    """Acme deploys the replacement-keys template (alias ``REPLACEMENT_KEY_ALIAS``), so a
+    re-encryption requested in the demo passes its preflight. Idempotent.
+
+    After a re-encryption the replacement keys are Acme's keys in use; the customer then
+    deploys the template again for the next rotation: a new key per region, and the alias
+    moved to it (the stack of the first deployment keeps the keys now in use).
+    """
+    if not aws_available():
+        return "Acme's replacement keys: skipped (no AWS_ENDPOINT_URL)."
+    connection = ByokConnection.objects.filter(organization__name="Acme Corp").first()
+    if connection is None or not connection.keys.filter(is_current=True).exists():
+        return "Acme's replacement keys: skipped (Acme has no BYOK keys)."
+    key_arns = customer_side.create_customer_side(
+        account_id=connection.aws_account_id,
+        location_code=connection.location,
+        external_id=connection.external_id,
+        vendor_principal_arn=settings.VENDOR_PRINCIPAL_ARN,
+        alias=REPLACEMENT_KEY_ALIAS,
+    )
+    in_use = set(
+        RegionalKey.objects.filter(connection=connection).values_list("key_arn", flat=True)
+    )
+    for region, arn in list(key_arns.items()):
+        if arn in in_use:
+            # Moved by an earlier seed (the stack's output still names the first key)?
+            target = customer_side.alias_target(
+                account_id=connection.aws_account_id, region=region, alias=REPLACEMENT_KEY_ALIAS
+            )
+            if target not in in_use:
+                key_arns[region] = target
+                continue
+            key_arns[region] = customer_side.rotate_alias_to_new_key(
+                account_id=connection.aws_account_id,
+                region=region,
+                alias=REPLACEMENT_KEY_ALIAS,
+                template_key_arn=arn,
+            )
+    return (
+        f"Acme's replacement keys ({REPLACEMENT_KEY_ALIAS}): "
+        + ", ".join(f"{r} {a.rsplit('/', 1)[-1]}" for r, a in key_arns.items())
+        + " (a re-encryption's preflight passes)."
     )

@@ -219,3 +219,27 @@ def create_asymmetric_key_with_alias(
 def delete_alias(*, account_id: str, region: str, alias: str = onboarding.KEY_ALIAS) -> None:
     """Remove the alias in one region (the key stays): the vendor can no longer find it."""
     _kms(account_id, region).delete_alias(AliasName=alias)
+
+
+def rotate_alias_to_new_key(
+    *, account_id: str, region: str, alias: str, template_key_arn: str
+) -> str:
+    """A new key with ``template_key_arn``'s policy and description, and ``alias`` moved to it
+    (the customer deploying the replacement-keys template again). Returns the new key's ARN."""
+    kms = _kms(account_id, region)
+    key_id = _key_id(template_key_arn)
+    policy = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+    description = kms.describe_key(KeyId=key_id)["KeyMetadata"].get("Description", "")
+    new_arn = kms.create_key(
+        Policy=policy,
+        Description=description or "BYOK replacement key",
+        KeySpec="SYMMETRIC_DEFAULT",
+        KeyUsage="ENCRYPT_DECRYPT",
+    )["KeyMetadata"]["Arn"]
+    kms.update_alias(AliasName=alias, TargetKeyId=_key_id(new_arn))
+    return new_arn
+
+
+def alias_target(*, account_id: str, region: str, alias: str) -> str:
+    """The ARN of the key ``alias`` points at in ``region``."""
+    return _kms(account_id, region).describe_key(KeyId=alias)["KeyMetadata"]["Arn"]

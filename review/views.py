@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.http import HttpResponseBadRequest
 from django.shortcuts import redirect, render
 
+from core.errors import NotAllowed, NotFound
 from orgs.permissions import account_rep_required
 from review import kinds
 
@@ -23,15 +24,27 @@ def request_queue(request):
 
 
 def run_staff_action(
-    request, action, success: str, *, refused, missing, detail_url: str, request_id
+    request,
+    action,
+    success: str,
+    *,
+    detail_url: str,
+    request_id,
+    refused=NotAllowed,
+    missing=(),
 ):
-    """Run a rep's action; a refusal becomes an error message, then back to the detail page."""
+    """Run a rep's action; a refusal (``NotAllowed``) becomes an error message, then back to
+    the detail page. A missing request (``NotFound``, or ``missing``) is a bad request."""
     try:
         action()
+    except (NotFound, *_classes(missing)):
+        return HttpResponseBadRequest("No such request.")
     except refused as exc:
         messages.error(request, str(exc))
-    except missing:
-        return HttpResponseBadRequest("No such request.")
     else:
         messages.success(request, success)
     return redirect(detail_url, request_id=request_id)
+
+
+def _classes(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)

@@ -1,9 +1,11 @@
 """``make run``: the portal on the embedded default, with a local moto server as "AWS".
 
-Order: start moto_server → migrate → wait for moto → seed_demo → Celery worker (with embedded
-beat) → runserver. Ctrl-C (SIGINT) or SIGTERM stops every child; so does any child exiting on
-its own. Children run in their own process groups, so a terminal's Ctrl-C reaches only this
-supervisor, which then shuts them down: web and worker (warm shutdown), then moto.
+Order: start moto_server → migrate → wait for moto → seed_demo (orgs, users, Acme's keys and
+records, replacement keys, a CloudTrail bucket imported into Acme's audit log) → Celery
+worker (with embedded beat) → runserver. Ctrl-C (SIGINT) or SIGTERM stops every child; so
+does any child exiting on its own. Children run in their own process groups, so a terminal's
+Ctrl-C reaches only this supervisor, which then shuts them down: web and worker (warm
+shutdown), then moto.
 
 Environment: PORT (8000), MOTO_PORT (5000), HOST (127.0.0.1), RELOAD (1: runserver reloads on
 code changes; the worker does not); anything else is passed through.
@@ -162,6 +164,9 @@ def print_logins() -> None:
         f"Demo logins, password for all: {DEMO_PASSWORD}",
         *(f"  {u.email:<{width}}  {u.description}" for u in DEMO_USERS),
         f"AWS (moto server): {MOTO_URL}   moto's log: var/log/moto.log",
+        "Acme (admin@acme.example) shows everything: BYOK keys and encrypted records, the",
+        "  replacement keys deployed (a re-encryption's preflight passes) and its own CloudTrail",
+        "  imported into the audit log (a day of log files in a trail bucket in moto).",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -13,6 +13,7 @@ from security.admin_base import (
 )
 from setup import notifications
 from setup.models import PreflightRun, RequestEvent, SetupRequest
+from setup.preflight import PreflightNotAllowed, start_preflight
 
 
 class RequestEventInline(ReadOnlyInline):
@@ -96,8 +97,6 @@ class SetupRequestAdmin(PermissionActionsMixin, ReadOnlyAdmin):
 
     @admin.action(description="Run preflight", permissions=["run_preflight"])
     def run_preflight(self, request, queryset):
-        from setup.preflight import PreflightNotAllowed, start_preflight
-
         for setup_request in queryset.select_related("organization"):
             try:
                 with transaction.atomic():

@@ -11,7 +11,7 @@ def request_submitted(request_id: int) -> None:
         body=(
             f"{req.organization} asks for BYOK on site {req.site_name} "
             f"({req.location_info}), apps: {', '.join(req.apps)}.\n"
-            f"Claim it in the staff pages: {absolute_url('setup:staff-queue')}\n"
+            f"Claim it in the staff pages: {absolute_url('review:queue')}\n"
         ),
         recipients=rep_emails(),
     )

@@ -1,452 +1,67 @@
-"""Preflight: verify a customer's AWS side before anything is provisioned.
+"""Preflight runs of setup requests: start, execute, finish; the latest passing one.
 
-The checks, in order (a region's first failure ends that region's checks; other regions
-still run; checks that were not run are not listed — the report shows what was verified and
-the one thing to fix next in each region):
-
-``role``         the vendor can ``sts:AssumeRole`` into the customer's role with the org's
-                 ExternalId (region ``""``: IAM is global). When it fails nothing else can run.
-per region of the location:
-``key-found``    ``DescribeKey`` finds a key by the alias (aliases are regional)
-``key-region``   the key's ARN is in the region we asked
-``key-state``    the key is not pending deletion (or otherwise unusable: pending import …)
-``key-enabled``  the key is enabled
-``key-type``     symmetric encryption key: key spec SYMMETRIC_DEFAULT, usage ENCRYPT_DECRYPT
-``round-trip``   ``GenerateDataKey`` then ``Decrypt`` with the encryption context give back the
-                 same data key (compared in constant time, then dropped: never logged/stored)
-
-Every AWS call goes through ``connections.aws`` and is recorded as a key-usage audit event.
-``run_preflight_checks`` never raises for AWS errors; failures are named causes with a
-customer-actionable remediation. Throttling and unreachable endpoints (after botocore's own
-retries, ``settings.AWS_MAX_ATTEMPTS``) are reported as *transient*: run it again later.
+The checks themselves (pure functions over the customer's AWS side) are in
+:mod:`setup.checks`; their names are re-exported here for existing callers. A run is queued by
+``start_preflight`` (after closing lost runs, see ``review.services.clear_active_runs``),
+executed by a worker outside any transaction, and its result saved with the row locked.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from audit.services import record_event, user_identity_for
-from connections import aws
-from connections.key_usage import recorder_for, role_name_of
 from connections.models import ByokConnection
 from core.errors import NotAllowed
 from core.locations import get_location
 from core.tasks import enqueue_on_commit
+from review import services as review
+from review.services import STALE_AFTER  # noqa: F401 (re-exported)
+from setup.checks import (  # noqa: F401 (re-exported: setup.preflight.X keeps working)
+    CAUSE_ACCESS,
+    CAUSE_DISABLED,
+    CAUSE_INTERNAL,
+    CAUSE_INVALID_STATE,
+    CAUSE_MISMATCH,
+    CAUSE_NO_CONNECTION,
+    CAUSE_NOT_FOUND,
+    CAUSE_PENDING_DELETION,
+    CAUSE_ROLE,
+    CAUSE_THROTTLED,
+    CAUSE_TIMED_OUT,
+    CAUSE_UNREACHABLE,
+    CAUSE_WRONG_REGION,
+    CAUSE_WRONG_TYPE,
+    CHECK_LABELS,
+    CONNECTION,
+    KEY_ENABLED,
+    KEY_FOUND,
+    KEY_REGION,
+    KEY_STATE,
+    KEY_TYPE,
+    ROLE,
+    ROUND_TRIP,
+    THROTTLED_REMEDIATION,
+    TRANSIENT_CAUSES,
+    Check,
+    PreflightReport,
+    run_preflight_checks,
+)
 from setup.models import PreflightRun, RequestEvent, SetupRequest
 from setup.onboarding import KEY_ALIAS
 
 logger = logging.getLogger(__name__)
 
-#: A queued or running preflight older than this is considered lost (its worker died and the
-#: message was dropped): a new preflight may start, and the lost one is closed as failed.
-STALE_AFTER = timedelta(minutes=15)
-
 PREFLIGHT_WORKER = "byok-portal preflight"
-FINISHED_STATUSES = (PreflightRun.Status.PASSED, PreflightRun.Status.FAILED)
-ACTIVE_STATUSES = (PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING)
-
-# Check names, in the order they run.
-ROLE = "role"
-KEY_FOUND = "key-found"
-KEY_REGION = "key-region"
-KEY_STATE = "key-state"
-KEY_ENABLED = "key-enabled"
-KEY_TYPE = "key-type"
-ROUND_TRIP = "round-trip"
-CONNECTION = "connection"
-
-CHECK_LABELS = {
-    CONNECTION: "AWS connection on record",
-    ROLE: "Vendor can assume your IAM role",
-    KEY_FOUND: "Key found by its alias",
-    KEY_REGION: "Key lives in this region",
-    KEY_STATE: "Key is not pending deletion",
-    KEY_ENABLED: "Key is enabled",
-    KEY_TYPE: "Key is a symmetric encryption key",
-    ROUND_TRIP: "Encrypt and decrypt round trip",
-    # Re-encryption preflights (keys/reencryption.py) add these.
-    "key-account": "Key is in your connected AWS account",
-    "key-new": "Key is not one of your current keys",
-    "re-encrypt": "Data keys re-wrap from the current key to the new one",
-}
-
-# Failure causes (``Check.cause``). AWS-side ones reuse ``connections.aws`` cause names.
-CAUSE_ROLE = aws.RoleUnavailable.cause
-CAUSE_NOT_FOUND = aws.KeyNotFound.cause
-CAUSE_DISABLED = aws.KeyDisabled.cause
-CAUSE_INVALID_STATE = aws.KeyInvalidState.cause
-CAUSE_ACCESS = aws.AccessDenied.cause
-CAUSE_THROTTLED = aws.Throttled.cause
-CAUSE_UNREACHABLE = aws.Unreachable.cause
-CAUSE_PENDING_DELETION = "key-pending-deletion"
-CAUSE_WRONG_TYPE = "wrong-key-type"
-CAUSE_WRONG_REGION = "wrong-region"
-CAUSE_MISMATCH = "round-trip-mismatch"
-CAUSE_NO_CONNECTION = "no-connection"
-CAUSE_INTERNAL = "internal-error"
-CAUSE_TIMED_OUT = "timed-out"
-
-TRANSIENT_CAUSES = frozenset({CAUSE_THROTTLED, CAUSE_UNREACHABLE})
-
-THROTTLED_REMEDIATION = (
-    "AWS throttled our requests; this is temporary — run the preflight again in a few minutes."
-)
+FINISHED_STATUSES = PreflightRun.FINISHED_STATUSES
+ACTIVE_STATUSES = PreflightRun.ACTIVE_STATUSES
 
 
 class PreflightNotAllowed(NotAllowed):
     """A preflight that may not start now; the message is written for the person asking."""
-
-
-# --- Report -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    region: str
-    passed: bool
-    detail: str
-    remediation: str
-    cause: str = ""
-
-    @property
-    def label(self) -> str:
-        return CHECK_LABELS.get(self.name, self.name)
-
-    @property
-    def transient(self) -> bool:
-        return not self.passed and self.cause in TRANSIENT_CAUSES
-
-    def to_dict(self) -> dict:
-        # ``label`` is for display only; from_dict ignores it.
-        return {**asdict(self), "label": self.label}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Check:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class PreflightReport:
-    checks: list[Check] = field(default_factory=list)
-    key_arns: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    @property
-    def transient(self) -> bool:
-        """Failed, and only because AWS throttled us or did not answer: run it again later."""
-        failures = self.failures
-        return bool(failures) and all(c.transient for c in failures)
-
-    def summary(self) -> str:
-        if self.passed:
-            regions = sorted({c.region for c in self.checks if c.region})
-            return f"Preflight passed: all {len(self.checks)} checks succeeded" + (
-                f" ({', '.join(regions)})." if regions else "."
-            )
-        lines = ["Preflight failed" + (" (temporary AWS problem)" if self.transient else "") + ":"]
-        for check in self.failures:
-            where = f"{check.region}: " if check.region else ""
-            lines.append(f"- {where}{check.detail} {check.remediation}".rstrip())
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {"checks": [c.to_dict() for c in self.checks], "key_arns": dict(self.key_arns)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PreflightReport:
-        return cls(
-            checks=[Check.from_dict(c) for c in data.get("checks") or []],
-            key_arns=dict(data.get("key_arns") or {}),
-        )
-
-    @classmethod
-    def from_run(cls, run: PreflightRun) -> PreflightReport:
-        return cls.from_dict({"checks": run.checks, "key_arns": run.key_arns})
-
-
-# --- The checks ---------------------------------------------------------------------------
-
-
-def run_preflight_checks(
-    *,
-    org,
-    role_arn: str,
-    external_id: str,
-    location_code: str,
-    alias: str,
-    encryption_context: dict,
-    key_ids: dict[str, str] | None = None,
-) -> PreflightReport:
-    """Assume the customer's role, then check the key of every region of the location.
-
-    Each region's key is looked up by ``alias``, or by ``key_ids[region]`` (a key ARN, for
-    re-encryption requests that name their new keys) when given.
-
-    Never raises for AWS errors: each one becomes a failed check with its named cause.
-    """
-    location = get_location(location_code)
-    report = PreflightReport()
-    role_name = role_name_of(role_arn) or role_arn
-    try:
-        session = aws.assume_customer_role(
-            role_arn=role_arn, external_id=external_id, cached=False, on_call=recorder_for(org)
-        )
-    except aws.AwsError as err:
-        report.checks.append(_role_failure(err, role_name=role_name, external_id=external_id))
-        return report
-    report.checks.append(
-        Check(ROLE, "", True, f"Assumed the role {role_arn} with your external ID.", "")
-    )
-    for region in location.regions:
-        checks, key_arn = _check_region(
-            session,
-            region=region,
-            alias=(key_ids or {}).get(region) or alias,
-            context=encryption_context,
-            role_name=role_name,
-        )
-        report.checks.extend(checks)
-        if key_arn:
-            report.key_arns[region] = key_arn
-    return report
-
-
-def _check_region(
-    session: aws.CustomerSession, *, region: str, alias: str, context: dict, role_name: str
-) -> tuple[list[Check], str]:
-    """The checks of one region, stopping at the first failure; and the key ARN if found."""
-    checks: list[Check] = []
-
-    def ok(name: str, detail: str) -> None:
-        checks.append(Check(name, region, True, detail, ""))
-
-    def fail(name: str, cause: str, detail: str, remediation: str) -> tuple[list[Check], str]:
-        checks.append(Check(name, region, False, detail, remediation, cause))
-        return checks, key_arn
-
-    key_arn = ""
-    try:
-        key = session.describe_key(region, alias)
-    except aws.AwsError as err:
-        checks.append(_aws_failure(KEY_FOUND, err, region=region, alias=alias, role=role_name))
-        return checks, key_arn
-    key_arn = key.arn
-    if alias.startswith("alias/"):
-        ok(KEY_FOUND, f"The alias {alias} points to the key {key.arn}.")
-    else:
-        ok(KEY_FOUND, f"The key {key.arn} exists and the role can describe it.")
-
-    if key.region != region:
-        return fail(
-            KEY_REGION,
-            CAUSE_WRONG_REGION,
-            f"The alias {alias} in {region} resolves to a key in {key.region}, not in {region}.",
-            f"Create a key in {region} and point the alias {alias} in {region} to it: "
-            "each region of the location needs its own key.",
-        )
-    ok(KEY_REGION, f"The key is in {region}.")
-
-    if key.state in ("PendingDeletion", "PendingReplicaDeletion"):
-        return fail(
-            KEY_STATE,
-            CAUSE_PENDING_DELETION,
-            f"The key {key.arn} is scheduled for deletion.",
-            "Cancel the key's scheduled deletion (aws kms cancel-key-deletion "
-            f"--key-id {key.key_id} --region {region}), enable it, and run the preflight again.",
-        )
-    if key.state not in ("Enabled", "Disabled"):
-        return fail(
-            KEY_STATE,
-            CAUSE_INVALID_STATE,
-            f"The key {key.arn} is in the state {key.state or 'unknown'}, so it cannot be used.",
-            "Bring the key to the Enabled state (for an imported key, import its key material; "
-            "for a custom key store, reconnect it), then run the preflight again.",
-        )
-    ok(KEY_STATE, "The key is not pending deletion.")
-
-    if not key.enabled or key.state == "Disabled":
-        return fail(
-            KEY_ENABLED,
-            CAUSE_DISABLED,
-            f"The key {key.arn} is disabled.",
-            f"Enable the key (aws kms enable-key --key-id {key.key_id} --region {region}) "
-            "and run the preflight again.",
-        )
-    ok(KEY_ENABLED, "The key is enabled.")
-
-    if not key.is_symmetric_encrypt_decrypt:
-        return fail(
-            KEY_TYPE,
-            CAUSE_WRONG_TYPE,
-            f"The key is a {key.spec or 'unknown'} key for {key.usage or 'unknown use'}; "
-            "BYOK needs a symmetric encryption key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT).",
-            f"Create a symmetric encryption key in {region} (key spec SYMMETRIC_DEFAULT, "
-            f"usage ENCRYPT_DECRYPT) and move the alias {alias} to it.",
-        )
-    ok(KEY_TYPE, "The key is a symmetric encryption key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT).")
-
-    try:
-        matches = _round_trip(session, region=region, key_arn=key.arn, context=context)
-    except aws.AwsError as err:
-        checks.append(_aws_failure(ROUND_TRIP, err, region=region, alias=alias, role=role_name))
-        return checks, key_arn
-    if not matches:
-        return fail(
-            ROUND_TRIP,
-            CAUSE_MISMATCH,
-            "Decrypting a freshly generated data key did not give back the same key.",
-            "Run the preflight again; if it fails again, contact support with this "
-            "preflight's number.",
-        )
-    ok(
-        ROUND_TRIP,
-        "GenerateDataKey and Decrypt with the encryption context "
-        f"({', '.join(sorted(context))}) worked with this key.",
-    )
-    return checks, key_arn
-
-
-def _round_trip(session: aws.CustomerSession, *, region: str, key_arn: str, context: dict) -> bool:
-    """GenerateDataKey + Decrypt; True when the same data key comes back. Keys are dropped here."""
-    plaintext = recovered = blob = None
-    try:
-        plaintext, blob, _ = session.generate_data_key(region, key_arn, context)
-        recovered = session.decrypt(region, key_arn, blob, context)
-        return hmac.compare_digest(plaintext, recovered)
-    finally:
-        # Python cannot wipe bytes; drop the only references at once so nothing keeps them.
-        del plaintext, recovered, blob
-
-
-def _role_failure(err: aws.AwsError, *, role_name: str, external_id: str) -> Check:
-    if err.transient:
-        return _transient_failure(ROLE, err, region="", service="AWS STS")
-    detail = f"We could not assume the role {role_name}{_aws_said(err)}"
-    if isinstance(err, aws.RoleUnavailable | aws.AccessDenied):
-        return Check(
-            ROLE,
-            "",
-            False,
-            detail,
-            f"Create the IAM role {role_name} from the onboarding kit, or check its trust policy "
-            f"allows {settings.VENDOR_PRINCIPAL_ARN} with external ID {external_id}.",
-            CAUSE_ROLE,
-        )
-    # Not a refusal by the customer's account (a malformed request, our own credentials …).
-    return Check(
-        ROLE,
-        "",
-        False,
-        detail,
-        "Run the preflight again; if it fails again, contact support with this preflight's number.",
-        err.cause,
-    )
-
-
-def _aws_failure(name: str, err: aws.AwsError, *, region: str, alias: str, role: str) -> Check:
-    """A failed KMS call of one region's checks, as a check with a named cause."""
-    if err.transient:
-        return _transient_failure(name, err, region=region, service="AWS KMS")
-    said = _aws_said(err)
-    if isinstance(err, aws.KeyNotFound):
-        return Check(
-            name,
-            region,
-            False,
-            f"No key with the alias {alias} was found in {region}{said}",
-            f"Create a symmetric encryption key in {region} and give it the alias {alias} "
-            "(the onboarding kit does both).",
-            CAUSE_NOT_FOUND,
-        )
-    if isinstance(err, aws.AccessDenied):
-        return Check(
-            name,
-            region,
-            False,
-            f"The role {role} may not use the key {alias} in {region}{said}",
-            f"Update the key policy of {alias} in {region} so the role {role} may call "
-            "kms:DescribeKey, kms:GenerateDataKey and kms:Decrypt (see the onboarding kit).",
-            CAUSE_ACCESS,
-        )
-    if isinstance(err, aws.KeyDisabled):
-        return Check(
-            name,
-            region,
-            False,
-            f"The key {alias} in {region} is disabled{said}",
-            f"Enable the key {alias} in {region} and run the preflight again.",
-            CAUSE_DISABLED,
-        )
-    if isinstance(err, aws.KeyInvalidState):
-        return Check(
-            name,
-            region,
-            False,
-            f"The key {alias} in {region} cannot be used in its current state{said}",
-            f"Make sure the key {alias} in {region} is enabled and not pending deletion, "
-            "then run the preflight again.",
-            CAUSE_INVALID_STATE,
-        )
-    return Check(
-        name,
-        region,
-        False,
-        f"AWS refused the request in {region}{said}",
-        f"Check that {alias} in {region} is a symmetric encryption key the role {role} may use, "
-        "then run the preflight again; if it fails again, contact support with this "
-        "preflight's number.",
-        err.cause,
-    )
-
-
-def _transient_failure(name: str, err: aws.AwsError, *, region: str, service: str) -> Check:
-    where = f" in {region}" if region else ""
-    if isinstance(err, aws.Throttled):
-        detail = f"{service}{where} throttled our requests after {_attempts()}{_aws_said(err)}"
-        return Check(name, region, False, detail, THROTTLED_REMEDIATION, CAUSE_THROTTLED)
-    detail = f"{service}{where} did not answer after {_attempts()}{_aws_said(err)}"
-    return Check(
-        name,
-        region,
-        False,
-        detail,
-        "This is usually temporary — run the preflight again in a few minutes; if it persists, "
-        f"check the AWS Health Dashboard for {service}{where}.",
-        CAUSE_UNREACHABLE,
-    )
-
-
-def _attempts() -> str:
-    n = settings.AWS_MAX_ATTEMPTS
-    return f"{n} attempt{'s' if n != 1 else ''}"
-
-
-def _aws_said(err: aws.AwsError) -> str:
-    """`` (AWS: Code — message).`` on one short line: never a stack trace."""
-    message = " ".join((err.message or "").split())[:200]
-    code = err.code or type(err).__name__
-    if message and message != code:
-        return f" (AWS: {code} — {message})."
-    return f" (AWS: {code})."
-
-
-# --- Services -----------------------------------------------------------------------------
 
 
 def key_alias() -> str:
@@ -471,16 +86,7 @@ def start_preflight(*, setup_request: SetupRequest, actor) -> PreflightRun:
             f"Setup request #{request.pk} is {request.get_status_display().lower()}; "
             "a preflight can only run while the request is open."
         )
-    now = timezone.now()
-    active = list(request.preflights.select_for_update().filter(status__in=ACTIVE_STATUSES))
-    fresh = [run for run in active if run.created_at > now - STALE_AFTER]
-    if fresh:
-        raise PreflightNotAllowed(
-            f"Preflight #{fresh[0].pk} of this request is still "
-            f"{fresh[0].get_status_display().lower()}; wait for its result."
-        )
-    for lost in active:
-        _close_lost_run(lost, now=now)
+    review.clear_active_runs(request.preflights.all(), refused=PreflightNotAllowed)
 
     run = PreflightRun.objects.create(
         request=request, started_by=actor, status=PreflightRun.Status.QUEUED
@@ -505,35 +111,15 @@ def start_preflight(*, setup_request: SetupRequest, actor) -> PreflightRun:
     return run
 
 
-def _close_lost_run(run: PreflightRun, *, now) -> None:
-    check = Check(
-        "preflight",
-        "",
-        False,
-        f"Preflight #{run.pk} did not finish within {int(STALE_AFTER.total_seconds() // 60)} "
-        "minutes.",
-        "Run the preflight again.",
-        CAUSE_TIMED_OUT,
-    )
-    run.status = PreflightRun.Status.FAILED
-    run.checks = [check.to_dict()]
-    run.finished_at = now
-    run.save(update_fields=["status", "checks", "finished_at"])
-
-
 def execute_preflight(*, preflight_run_id: int) -> PreflightRun:
     """Run a queued preflight and save its report. Idempotent: a finished run is returned as is.
 
     The AWS calls happen outside any database transaction; only the result is saved atomically
     (with the run's row locked, so two workers never both finish the same run).
     """
-    with transaction.atomic():
-        run = PreflightRun.objects.select_for_update().get(pk=preflight_run_id)
-        if run.status in FINISHED_STATUSES:
-            return run
-        if run.status != PreflightRun.Status.RUNNING:
-            run.status = PreflightRun.Status.RUNNING
-            run.save(update_fields=["status"])
+    run, started = review.begin_run(model=PreflightRun, run_id=preflight_run_id)
+    if not started:
+        return run
 
     request = SetupRequest.objects.select_related("organization").get(pk=run.request_id)
     org = request.organization
@@ -572,20 +158,18 @@ def execute_preflight(*, preflight_run_id: int) -> PreflightRun:
 
 @transaction.atomic
 def _finish(preflight_run_id: int, report: PreflightReport, *, role_arn: str) -> PreflightRun:
-    run = (
-        PreflightRun.objects.select_for_update()
-        .select_related("request__organization")
-        .get(pk=preflight_run_id)
+    data = report.to_dict()
+    run, saved = review.finish_run(
+        model=PreflightRun,
+        run_id=preflight_run_id,
+        checks=data["checks"],
+        key_arns=data["key_arns"],
+        passed=report.passed,
+        related=["request__organization"],
     )
-    if run.status in FINISHED_STATUSES:
+    if not saved:
         return run  # another worker finished it first: its result stands
     request = run.request
-    data = report.to_dict()
-    run.checks = data["checks"]
-    run.key_arns = data["key_arns"]
-    run.status = PreflightRun.Status.PASSED if report.passed else PreflightRun.Status.FAILED
-    run.finished_at = timezone.now()
-    run.save(update_fields=["checks", "key_arns", "status", "finished_at"])
     RequestEvent.objects.create(
         request=request, kind="preflight", message=f"#{run.pk}: {report.summary()}"
     )
@@ -650,13 +234,6 @@ def latest_passing_preflight(
 
     A pass followed by a later failure does not count: the newer result is what AWS says now.
     """
-    latest = (
-        PreflightRun.objects.filter(request=setup_request, status__in=FINISHED_STATUSES)
-        .order_by("-finished_at", "-pk")
-        .first()
+    return review.latest_passing_run(
+        PreflightRun.objects.filter(request=setup_request), max_age=max_age
     )
-    if latest is None or latest.status != PreflightRun.Status.PASSED:
-        return None
-    if latest.finished_at is None or latest.finished_at < timezone.now() - max_age:
-        return None
-    return latest

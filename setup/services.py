@@ -8,11 +8,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record_event
+from connections.lifecycle import transition
 from connections.models import ByokConnection, ConnectionState, RegionalKey
 from core.errors import NotAllowed
 from core.tasks import enqueue_on_commit
 from orgs.models import AppInstance, Organization, Site
-from review.services import require_assignee
+from review import services as review
 from setup import notifications
 from setup.models import RequestEvent, SetupRequest
 from setup.preflight import latest_passing_preflight
@@ -76,77 +77,49 @@ def submit_setup_request(
 
 
 def _locked_request(request_id: int) -> SetupRequest:
-    return (
-        SetupRequest.objects.select_for_update().select_related("organization").get(pk=request_id)
-    )
+    return review.lock_request(model=SetupRequest, request_id=request_id)
 
 
-@transaction.atomic
+def _notify_closed(req: SetupRequest) -> None:
+    notifications.request_closed(req.pk)
+
+
 def claim_setup_request(*, request_id: int, rep) -> SetupRequest:
     """Assign a request to one rep. Two reps racing: the second gets a clear refusal."""
-    req = _locked_request(request_id)
-    if req.status != SetupRequest.Status.SUBMITTED:
-        if req.assignee_id and req.assignee_id != rep.pk:
-            raise RequestActionRefused(f"{req.assignee} already claimed request #{req.pk}.")
-        raise RequestActionRefused(f"Request #{req.pk} is {req.get_status_display().lower()}.")
-    req.status = SetupRequest.Status.CLAIMED
-    req.assignee = rep
-    req.claimed_at = timezone.now()
-    req.save(update_fields=["status", "assignee", "claimed_at"])
-    RequestEvent.objects.create(
-        request=req, kind="claimed", actor=rep, message=f"Claimed by {rep.get_full_name()}."
+    return review.claim_request(
+        model=SetupRequest,
+        timeline=RequestEvent,
+        request_id=request_id,
+        rep=rep,
+        audit_event="ClaimByokSetupRequest",
+        resources=_request_resources,
+        refused=RequestActionRefused,
     )
-    record_event(
-        org=req.organization,
-        actor=rep,
-        event_name="ClaimByokSetupRequest",
-        request_parameters={"requestId": req.pk},
-        resources=_request_resources(req),
-    )
-    return req
 
 
-@transaction.atomic
 def add_internal_note(*, request_id: int, actor, note: str) -> RequestEvent:
-    req = _locked_request(request_id)
-    event = RequestEvent.objects.create(
-        request=req, kind="note", actor=actor, message=note, internal=True
-    )
-    record_event(
-        org=req.organization,
+    return review.add_internal_note(
+        model=SetupRequest,
+        timeline=RequestEvent,
+        request_id=request_id,
         actor=actor,
-        event_name="AddInternalNote",
-        request_parameters={"requestId": req.pk},
-        resources=_request_resources(req),
+        note=note,
+        resources=_request_resources,
     )
-    return event
 
 
-def _require_assignee(req: SetupRequest, rep) -> None:
-    require_assignee(req, rep, refused=RequestActionRefused)
-
-
-@transaction.atomic
 def reject_setup_request(*, request_id: int, rep, reason: str) -> SetupRequest:
-    req = _locked_request(request_id)
-    _require_assignee(req, rep)
-    reason = reason.strip()
-    if not reason:
-        raise RequestActionRefused("Give the customer a reason.")
-    req.status = SetupRequest.Status.REJECTED
-    req.rejection_reason = reason
-    req.closed_at = timezone.now()
-    req.save(update_fields=["status", "rejection_reason", "closed_at"])
-    RequestEvent.objects.create(request=req, kind="rejected", actor=rep, message=reason)
-    record_event(
-        org=req.organization,
-        actor=rep,
-        event_name="RejectByokSetupRequest",
-        request_parameters={"requestId": req.pk, "reason": reason},
-        resources=_request_resources(req),
+    return review.reject_request(
+        model=SetupRequest,
+        timeline=RequestEvent,
+        request_id=request_id,
+        rep=rep,
+        reason=reason,
+        audit_event="RejectByokSetupRequest",
+        resources=_request_resources,
+        notify=_notify_closed,
+        refused=RequestActionRefused,
     )
-    transaction.on_commit(lambda: notifications.request_closed(req.pk))
-    return req
 
 
 @transaction.atomic
@@ -157,7 +130,7 @@ def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
     (a task enqueued on commit).
     """
     req = _locked_request(request_id)
-    _require_assignee(req, rep)
+    review.require_assignee(req, rep, refused=RequestActionRefused)
     preflight = latest_passing_preflight(
         req, max_age=timedelta(hours=settings.PREFLIGHT_MAX_AGE_HOURS)
     )
@@ -169,8 +142,6 @@ def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
     org = req.organization
     connection = ByokConnection.objects.select_for_update().get(organization=org)
     if connection.state == ConnectionState.PENDING:
-        from connections.lifecycle import transition
-
         transition(connection, ConnectionState.ACTIVE, reason="Provisioned.")
     elif connection.state not in (ConnectionState.ACTIVE, ConnectionState.DEGRADED):
         raise RequestActionRefused(
@@ -201,12 +172,11 @@ def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
             )
         created.append(instance)
 
-    req.status = SetupRequest.Status.PROVISIONED
-    req.closed_at = timezone.now()
-    req.save(update_fields=["status", "closed_at"])
     apps_label = ", ".join(i.get_app_display() for i in created)
-    RequestEvent.objects.create(
-        request=req,
+    review.close_request(
+        req,
+        status=SetupRequest.Status.PROVISIONED,
+        timeline=RequestEvent,
         kind="provisioned",
         actor=rep,
         message=f"Provisioned {apps_label} on {site.name}"
@@ -232,7 +202,7 @@ def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
     ids = [i.pk for i in created]
 
     enqueue_on_commit("setup.tasks.activate_app_instances", ids)
-    transaction.on_commit(lambda: notifications.request_closed(req.pk))
+    transaction.on_commit(lambda: _notify_closed(req))
     return req
 
 

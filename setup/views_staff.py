@@ -9,7 +9,7 @@ from review.forms import InternalNoteForm, RejectRequestForm
 from review.views import run_staff_action
 from setup import selectors, services
 from setup.models import SetupRequest
-from setup.preflight import PreflightNotAllowed, start_preflight
+from setup.preflight import start_preflight
 
 
 @account_rep_required
@@ -33,7 +33,6 @@ def _run_action(request, request_id, action, success: str):
         request,
         action,
         success,
-        refused=(services.RequestActionRefused, PreflightNotAllowed),
         missing=SetupRequest.DoesNotExist,
         detail_url="setup:staff-detail",
         request_id=request_id,

@@ -73,3 +73,54 @@ def staff_user(group_name: str) -> User:
     user = UserFactory(is_staff=True)
     user.groups.add(Group.objects.get(name=group_name))
     return user
+
+
+# --- Review requests (setup and re-encryption) and their preflight runs ----------------------
+
+
+class ByokConnectionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "connections.ByokConnection"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    aws_account_id = "123456789012"
+    location = "eu"
+    state = "active"
+
+
+class SetupRequestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "setup.SetupRequest"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    requested_by = factory.LazyAttribute(lambda o: org_admin(o.organization))
+    aws_account_id = "123456789012"
+    site_name = factory.Sequence(lambda n: f"site-{n}")
+    location = "eu"
+    apps = factory.LazyFunction(lambda: ["jira"])
+
+
+class ReencryptionRequestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "reencryption.ReencryptionRequest"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    connection = factory.SubFactory(
+        ByokConnectionFactory, organization=factory.SelfAttribute("..organization")
+    )
+    requested_by = factory.LazyAttribute(lambda o: org_admin(o.organization))
+    key_alias = "alias/byok-key-management-next"
+
+
+class PreflightRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "setup.PreflightRun"
+
+    request = factory.SubFactory(SetupRequestFactory)
+
+
+class ReencryptionPreflightFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "reencryption.ReencryptionPreflight"
+
+    request = factory.SubFactory(ReencryptionRequestFactory)

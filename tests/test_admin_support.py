@@ -315,7 +315,7 @@ def test_staff_without_two_factor_are_sent_to_it_before_the_admin(client):
 
 def test_customers_never_get_into_the_admin(client, world):
     client.force_login(world["admin"])
-    first = client.get("/admin/keys/byokconnection/")
+    first = client.get("/admin/connections/byokconnection/")
     assert first.status_code == 302 and first["Location"].startswith("/admin/login/")
     assert client.get(first["Location"]).status_code == 403
 

@@ -9,8 +9,9 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from audit.models import AuditEvent
+from connections import lifecycle
 from connections import services as revocation
-from connections.lifecycle import ALLOWED_TRANSITIONS, TransitionNotAllowed, transition
+from connections.lifecycle import TransitionNotAllowed, transition
 from connections.models import (
     ByokConnection,
     ConnectionState,
@@ -27,14 +28,36 @@ S = ConnectionState
 ALL_STATES = [s.value for s in S]
 
 
+# The lifecycle as the product promises it, written out here (not read from the code):
+# pending → active → revoked → (restoring → active) | expired; active → re-encrypting → active;
+# active ↔ degraded. A verified restore ends active (the re-encryption receiver then moves on to
+# re-encrypting when a job was paused); restoring → re-encrypting is still accepted.
+EXPECTED_EDGES = {
+    ("pending", "active"),
+    ("active", "degraded"),
+    ("degraded", "active"),
+    ("active", "revoked"),
+    ("degraded", "revoked"),
+    ("re-encrypting", "revoked"),
+    ("active", "re-encrypting"),
+    ("re-encrypting", "active"),
+    ("revoked", "restoring"),
+    ("revoked", "expired"),
+    ("restoring", "active"),
+    ("restoring", "re-encrypting"),
+    ("restoring", "revoked"),
+    ("restoring", "expired"),
+}
+
+
 @pytest.mark.parametrize("current", ALL_STATES)
 @pytest.mark.parametrize("target", ALL_STATES)
-def test_state_machine_allows_exactly_its_table(current, target):
+def test_state_machine_allows_exactly_the_promised_transitions(current, target):
     org = OrganizationFactory()
     connection = ByokConnection.objects.create(
         organization=org, aws_account_id=CUSTOMER_ACCOUNT, location="us", state=current
     )
-    if target in ALLOWED_TRANSITIONS[current]:
+    if (current, target) in EXPECTED_EDGES:
         transition(connection, target)
         connection.refresh_from_db()
         assert connection.state == target
@@ -43,6 +66,23 @@ def test_state_machine_allows_exactly_its_table(current, target):
             transition(connection, target)
         connection.refresh_from_db()
         assert connection.state == current
+
+
+def test_the_named_state_sets_match_the_promises():
+    assert lifecycle.USABLE_STATES == {"active", "degraded", "re-encrypting"}
+    assert lifecycle.REVOCABLE_STATES == {"active", "degraded", "re-encrypting"}
+    assert lifecycle.RESTORABLE_STATES == {"revoked"}
+    assert lifecycle.MONITORED_STATES == {"active", "degraded", "re-encrypting", "revoked"}
+    # Every timed state has a deadline and a way out.
+    assert set(lifecycle.DEADLINES) == {"revoked", "restoring"}
+    assert lifecycle.DEADLINES["revoked"].then == "expired"
+    assert lifecycle.DEADLINES["restoring"].then == "revoked"
+    # Revoke and restore need the same step-up from an org admin; machines need none.
+    revoke = lifecycle.step_up_for("active", "revoked", lifecycle.Actor.ORG_ADMIN)
+    restore = lifecycle.step_up_for("revoked", "restoring", lifecycle.Actor.ORG_ADMIN)
+    assert revoke == restore == lifecycle.StepUp.DESTRUCTIVE
+    assert lifecycle.step_up_for("active", "revoked", lifecycle.Actor.MONITOR) == "none"
+    assert lifecycle.step_up_for("revoked", "expired", lifecycle.Actor.ORG_ADMIN) is None
 
 
 @pytest.fixture
@@ -79,7 +119,7 @@ def _read(app, record):
 
 
 def test_revoke_suspends_apps_refuses_reads_and_notifies(
-    byok_org, django_capture_on_commit_callbacks
+    byok_org, django_capture_on_commit_callbacks, settings
 ):
     from dataplane.records import AppSuspended
 
@@ -92,7 +132,9 @@ def test_revoke_suspends_apps_refuses_reads_and_notifies(
         )
     connection = ByokConnection.objects.get(pk=byok_org["connection"].pk)
     assert connection.state == S.REVOKED
-    assert connection.restore_deadline - connection.revoked_at == timedelta(days=15)
+    assert connection.restore_deadline - connection.revoked_at == timedelta(
+        days=settings.BYOK_RESTORE_WINDOW_DAYS
+    )
     assert set(AppInstance.objects.filter(encryption="byok").values_list("status", flat=True)) == {
         "suspended"
     }
@@ -147,15 +189,16 @@ def test_restore_is_refused_while_active(byok_org):
 
 
 def test_after_the_deadline_restore_is_refused_and_data_keys_are_destroyed(
-    byok_org, django_capture_on_commit_callbacks
+    byok_org, django_capture_on_commit_callbacks, settings
 ):
+    days = settings.BYOK_RESTORE_WINDOW_DAYS
     app = byok_org["apps"][0]
     _store(app)
     assert DataKeyWrapping.objects.exists()
     revocation.revoke_key_access(org=byok_org["org"], actor=byok_org["admin"], reason="drill")
-    with freeze_time(timezone.now() + timedelta(days=15, minutes=1)):
+    with freeze_time(timezone.now() + timedelta(days=days, minutes=1)):
         with django_capture_on_commit_callbacks(execute=True):
-            with pytest.raises(TransitionNotAllowed, match="within 15 days"):
+            with pytest.raises(TransitionNotAllowed, match=f"within {days} days"):
                 revocation.request_restore(org=byok_org["org"], actor=byok_org["admin"])
     connection = ByokConnection.objects.get(pk=byok_org["connection"].pk)
     assert connection.state == S.EXPIRED
@@ -256,4 +299,188 @@ def test_members_cannot_revoke_or_restore(client, byok_org):
     client.force_login(org_member(org))
     assert client.post(f"/orgs/{org.pk}/byok/revoke/", {"reason": "x"}).status_code == 403
     assert client.post(f"/orgs/{org.pk}/byok/restore/", {"confirm": "on"}).status_code == 403
+    assert client.get(f"/orgs/{org.pk}/byok/restore/?fragment=1").status_code == 403
     assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.ACTIVE
+
+
+# --- Restore needs the same step-up as revoke ----------------------------------------------
+
+
+def test_restore_page_demands_two_factor_a_recent_sign_in_the_name_and_the_password(
+    client, byok_org
+):
+    from tests.factories import PASSWORD
+    from tests.support import login_verified, make_auth_stale
+
+    org, connection = byok_org["org"], byok_org["connection"]
+    url = f"/orgs/{org.pk}/byok/restore/"
+    revocation.revoke_key_access(org=org, actor=byok_org["admin"], reason="drill")
+
+    # Signed in with a password only: sent to two-factor set-up, as for revoke.
+    client.force_login(byok_org["admin"])
+    for path in (url, f"/orgs/{org.pk}/byok/revoke/"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/accounts/2fa/" in response["Location"]
+    assert "/accounts/2fa/" in client.post(url, {"confirm": "on"})["Location"]
+
+    # Two-factor but an old sign-in: confirm it is you first.
+    login_verified(client, byok_org["admin"])
+    make_auth_stale(client, 3600)
+    assert "reauthenticate" in client.get(url)["Location"]
+
+    login_verified(client, byok_org["admin"])
+    body = client.get(url).content.decode()
+    assert "Type the organization" in body and "Your password" in body
+    wrong = client.post(url, {"confirm": "on", "confirm_name": "acme", "password": "nope"})
+    body = wrong.content.decode()
+    assert "Type Acme Test exactly" in body and "That is not your password" in body
+    connection.refresh_from_db()
+    assert connection.state == S.REVOKED
+    ok = client.post(url, {"confirm": "on", "confirm_name": "Acme Test", "password": PASSWORD})
+    assert ok.status_code == 302
+    connection.refresh_from_db()
+    assert connection.state in (S.RESTORING, S.ACTIVE)
+    assert AuditEvent.objects.filter(event_name="RequestRestoreKeyAccess").count() == 1
+
+
+# --- No state without a way out ------------------------------------------------------------
+
+
+def test_restoring_whose_check_was_lost_falls_back_to_revoked_by_its_deadline(
+    byok_org, django_capture_on_commit_callbacks, settings
+):
+    settings.BYOK_RESTORE_CHECK_TIMEOUT_S = 600
+    org = byok_org["org"]
+    revocation.revoke_key_access(org=org, actor=byok_org["admin"], reason="drill")
+    start = timezone.now()
+    with freeze_time(start):
+        # The check task is lost: on-commit callbacks (the enqueue) never run.
+        with django_capture_on_commit_callbacks(execute=False):
+            revocation.request_restore(org=org, actor=byok_org["admin"])
+    connection = ByokConnection.objects.get(pk=byok_org["connection"].pk)
+    assert connection.state == S.RESTORING
+
+    # Before the deadline the monitor leaves it alone, however often it runs.
+    with freeze_time(start + timedelta(minutes=9)):
+        for _ in range(3):
+            revocation.enforce_deadlines()
+    assert ByokConnection.objects.get(pk=connection.pk).state == S.RESTORING
+
+    mail.outbox.clear()
+    with freeze_time(start + timedelta(minutes=10, seconds=1)):
+        with django_capture_on_commit_callbacks(execute=True):
+            revocation.run_health_monitor()
+    connection.refresh_from_db()
+    assert connection.state == S.REVOKED
+    assert "did not finish within 10 minutes" in connection.state_reason
+    assert AuditEvent.objects.filter(event_name="RestoreCheckTimedOut").count() == 1
+    assert any("restore check timed out" in m.subject for m in mail.outbox)
+    # The restore window still runs from the revocation: the admin can ask again.
+    assert connection.restore_deadline > timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        revocation.request_restore(org=org, actor=byok_org["admin"])
+    assert ByokConnection.objects.get(pk=connection.pk).state == S.ACTIVE
+
+
+def test_restoring_past_the_restore_window_ends_expired(byok_org, settings):
+    org = byok_org["org"]
+    revocation.revoke_key_access(org=org, actor=byok_org["admin"], reason="drill")
+    revocation.request_restore(org=org, actor=byok_org["admin"])  # eager task not run: no commit
+    assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.RESTORING
+    later = timezone.now() + timedelta(days=settings.BYOK_RESTORE_WINDOW_DAYS, minutes=1)
+    with freeze_time(later):
+        revocation.run_health_monitor()
+    assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.EXPIRED
+
+
+# --- Notices of the restore window ---------------------------------------------------------
+
+
+def _subjects(org_admin_email):
+    return [m.subject for m in mail.outbox if org_admin_email in m.to]
+
+
+def test_reminders_7_days_and_1_day_before_the_window_ends_are_sent_once_each(
+    byok_org, django_capture_on_commit_callbacks, settings
+):
+    settings.BYOK_RESTORE_WINDOW_DAYS = 15
+    org, admin = byok_org["org"], byok_org["admin"]
+    second_admin = org_admin(org)
+    start = timezone.now()
+    with freeze_time(start), django_capture_on_commit_callbacks(execute=True):
+        revocation.revoke_key_access(org=org, actor=admin, reason="drill")
+    assert len([s for s in _subjects(second_admin.email) if "revoked" in s]) == 1
+
+    def monitor_many_times(at):
+        with freeze_time(at):
+            for _ in range(5):
+                with django_capture_on_commit_callbacks(execute=True):
+                    revocation.run_health_monitor()
+
+    monitor_many_times(start + timedelta(days=1))
+    assert not [s for s in _subjects(admin.email) if "reminder" in s]
+    monitor_many_times(start + timedelta(days=8, minutes=1))  # 7 days before the end
+    monitor_many_times(start + timedelta(days=10))
+    monitor_many_times(start + timedelta(days=14, minutes=1))  # 1 day before the end
+    monitor_many_times(start + timedelta(days=14, hours=12))
+    for email in (admin.email, second_admin.email):
+        reminders = [s for s in _subjects(email) if "reminder" in s]
+        assert len(reminders) == 2, reminders
+        assert "6 days" in reminders[0] and "23 hours" in reminders[1]
+    assert AuditEvent.objects.filter(event_name="RestoreWindowReminder").count() == 2
+    notices = ByokConnection.objects.get(pk=byok_org["connection"].pk).notices_sent
+    assert set(notices) == {"revoked", "7-days", "1-day"}
+
+    monitor_many_times(start + timedelta(days=15, minutes=1))
+    expired = [s for s in _subjects(admin.email) if "restore window ended" in s]
+    assert len(expired) == 1
+    assert ByokConnection.objects.get(pk=byok_org["connection"].pk).state == S.EXPIRED
+
+
+def test_a_revocation_found_by_the_monitor_starts_the_window_and_its_notices(
+    byok_org, customer_aws, django_capture_on_commit_callbacks, settings
+):
+    customer_aws.disable_key("us-east-1", byok_org["arns"]["us-east-1"])
+    with django_capture_on_commit_callbacks(execute=True):
+        revocation.run_health_monitor()
+    connection = ByokConnection.objects.get(pk=byok_org["connection"].pk)
+    assert connection.state == S.REVOKED
+    assert connection.restore_deadline - connection.revoked_at == timedelta(
+        days=settings.BYOK_RESTORE_WINDOW_DAYS
+    )
+    assert set(connection.notices_sent) == {"revoked"}
+    body = next(m.body for m in mail.outbox if byok_org["admin"].email in m.to)
+    assert f"within {settings.BYOK_RESTORE_WINDOW_DAYS} days" in body
+
+
+def test_banner_and_countdown_show_only_to_admins_of_a_revoked_org(client, byok_org):
+    from tests.factories import org_member
+    from tests.support import login_verified
+
+    org = byok_org["org"]
+    other_org = OrganizationFactory(name="Other Org")
+    login_verified(client, byok_org["admin"])
+    assert 'data-banner="byok-revoked"' not in client.get("/").content.decode()
+    revocation.revoke_key_access(org=org, actor=byok_org["admin"], reason="drill")
+    page = client.get("/").content.decode()
+    assert 'data-banner="byok-revoked"' in page and "Acme Test" in page
+    status = client.get(f"/orgs/{org.pk}/byok/").content.decode()
+    assert 'data-countdown="restore-window"' in status and "left of the" in status
+
+    client.force_login(org_member(org))
+    assert 'data-banner="byok-revoked"' not in client.get("/").content.decode()
+    client.force_login(org_admin(other_org))
+    assert 'data-banner="byok-revoked"' not in client.get("/").content.decode()
+
+
+def test_revoke_page_shows_the_iam_deny_step_once_and_the_key_step_per_region(client, byok_org):
+    from tests.support import login_verified
+
+    org = byok_org["org"]
+    revocation.revoke_key_access(org=org, actor=byok_org["admin"], reason="drill")
+    login_verified(client, byok_org["admin"])
+    page = client.get(f"/orgs/{org.pk}/byok/revoke/").content.decode()
+    assert page.count('"Effect": "Deny"') == 1
+    assert page.count('data-step="trust-policy"') == 1
+    for region, arn in byok_org["arns"].items():
+        assert f"aws kms disable-key --region {region} --key-id {arn}" in page

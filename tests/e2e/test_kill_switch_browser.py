@@ -31,14 +31,25 @@ def revoke_in_portal(page, org):
     expect(page.locator(".messages")).to_contain_text("Key access revoked")
 
 
+def check_now(page, org):
+    """The BYOK page is read-only: "Check now" reads one record of each app (eager here)."""
+    page.goto(f"/orgs/{org.pk}/byok/")
+    page.get_by_role("button", name="Check now").click()
+    expect(page.locator(".messages")).to_contain_text("Reading one record")
+    page.goto(f"/orgs/{org.pk}/byok/")
+
+
 def test_revoke_takes_apps_offline_and_restore_brings_them_back(page, login, acme):
     login(page, "admin@acme.example", otp=True)
-    page.goto(f"/orgs/{acme.pk}/byok/")
+    check_now(page, acme)
     for app in ("jira", "confluence"):
         expect(page.locator(f"tr[data-app='{app}']")).to_contain_text("Readable")
 
     revoke_in_portal(page, acme)
-    page.goto(f"/orgs/{acme.pk}/byok/")
+    # Every page now carries the banner for the org's admins.
+    expect(page.locator("[data-banner='byok-revoked']")).to_contain_text("Acme Corp")
+    check_now(page, acme)
+    expect(page.locator("[data-countdown='restore-window']")).to_contain_text("left of the")
     for app in ("jira", "confluence"):
         row = page.locator(f"tr[data-app='{app}']")
         expect(row).to_contain_text("Suspended")
@@ -60,9 +71,12 @@ def test_revoke_takes_apps_offline_and_restore_brings_them_back(page, login, acm
     )
     page.goto(f"/orgs/{acme.pk}/byok/restore/")
     page.get_by_label("I have allowed the vendor again").check()
+    # Restoring needs the same confirmation as revoking: the org's name and the password.
+    page.get_by_label("Type the organization's name to confirm").fill(acme.name)
+    page.get_by_label("Your password").fill("byok-demo-pass")
     page.get_by_role("button", name="Resume BYOK apps").click()
     expect(page.locator("#restore-state")).to_contain_text("Access restored", timeout=20_000)
-    page.goto(f"/orgs/{acme.pk}/byok/")
+    check_now(page, acme)
     for app in ("jira", "confluence"):
         row = page.locator(f"tr[data-app='{app}']")
         expect(row).to_contain_text("Active")
@@ -72,7 +86,7 @@ def test_revoke_takes_apps_offline_and_restore_brings_them_back(page, login, acm
 def test_revoke_left_past_its_deadline_expires_and_refuses_restore(page, login, acme):
     login(page, "admin@acme.example", otp=True)
     revoke_in_portal(page, acme)
-    # Sixteen days pass.
+    # The restore window passes.
     ByokConnection.objects.filter(organization=acme).update(
         restore_deadline=timezone.now() - timedelta(days=1),
         revoked_at=timezone.now() - timedelta(days=16),

@@ -67,7 +67,7 @@ def test_staff_enrol_two_factor_then_reach_the_staff_pages(page, login):
     expect(page.locator(".messages")).to_contain_text("Two-factor authentication is on")
     page.goto("/admin/")
     expect(page.get_by_role("heading", name="Support look-ups")).to_be_visible()
-    page.goto("/admin/keys/byokconnection/")
+    page.goto("/admin/connections/byokconnection/")
     expect(page.locator("#changelist")).to_be_visible()
     assert violations == [], violations  # the admin works under the strict policy
 

@@ -1,8 +1,10 @@
 """Re-encryption survives a crash: a real worker process is SIGKILLed in the middle of the job,
 started again, and the job resumes from its checkpoint (PostgreSQL, Redis, moto server).
 
-The job is throttled (one data key per batch, a pause between batches) so that the kill lands
-deterministically between its first and its last batch.
+The job is throttled (one data key per batch, a pause between batches), and the kill lands
+deterministically at the worst moment: after a batch's KMS calls, inside its checkpoint (held
+by a table lock of the test), so the checkpoint never commits. The KMS calls are counted at
+moto's server: every ``ReEncrypt`` it answered must be exactly one key-usage event.
 
 Who restarts the job after the crash: the beat sweeper
 (``reencryption.tasks.sweep_reencryption_jobs``,
@@ -14,10 +16,13 @@ itself instead of waiting for it. A late redelivery finds the job finished (or l
 does nothing.
 """
 
+import threading
 import time
+from collections import Counter
 
 import pytest
 from django.conf import settings
+from django.db import connection, transaction
 
 from audit.models import AuditEvent
 from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
@@ -64,6 +69,37 @@ def acme(moto_reset):
     return org
 
 
+@pytest.fixture
+def kms_requests(moto_reset) -> Counter:
+    """KMS requests moto's server answered, by operation: the calls that really happened in
+    the customer's account, whoever made them (the worker process included)."""
+    wsgi_server = moto_reset._server._server  # werkzeug's server, in this process
+    app = wsgi_server.app
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def counting(environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("TrentService."):
+            with lock:
+                seen[target.split(".", 1)[1]] += 1
+        return app(environ, start_response)
+
+    wsgi_server.app = counting
+    try:
+        yield seen
+    finally:
+        wsgi_server.app = app
+
+
+def _waiting_for_lock_on(table: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass", [table]
+        )
+        return cursor.fetchone()[0]
+
+
 def _plaintexts(org) -> dict[int, bytes]:
     dek_cache.purge_all()
     return {
@@ -72,7 +108,9 @@ def _plaintexts(org) -> dict[int, bytes]:
     }
 
 
-def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_process, wait_for):
+def test_killed_worker_resumes_the_job_from_its_checkpoint(
+    acme, kms_requests, celery_worker_process, wait_for
+):
     worker = celery_worker_process
     before = _plaintexts(acme)
     deks = DataKey.objects.filter(app_instance__site__organization=acme).count()
@@ -101,6 +139,12 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
     def job_now():
         return ReencryptionJob.objects.get(pk=job.pk)
 
+    def reencrypt_events() -> int:
+        return AuditEvent.objects.filter(
+            organization=acme, event_name="ReEncrypt", kind="key-usage"
+        ).count()
+
+    preflight_calls = 2  # ReEncrypt in each region
     mid = wait_for(
         lambda: (j := job_now()).done >= 2 and j,
         timeout=60,
@@ -109,9 +153,33 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
     )
     assert mid.state == "running" and mid.done < mid.total
 
-    worker.kill()  # SIGKILL: no warm shutdown, no ack, the lease stays behind
+    # Kill the worker at the worst moment, deterministically: its batch's KMS calls made, its
+    # checkpoint not committed. While this transaction holds the wrappings table, the next
+    # checkpoint (which inserts the batch's new wrappings) cannot commit.
+    wrappings_table = DataKeyWrapping._meta.db_table
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f'LOCK TABLE "{wrappings_table}" IN EXCLUSIVE MODE')
+        held = wait_for(
+            lambda: (
+                _waiting_for_lock_on(wrappings_table) > 0
+                and reencrypt_events() == preflight_calls + 2 * ((j := job_now()).done + 1)
+                and j
+            ),
+            timeout=60,
+            interval=0.05,
+            message=lambda: (
+                f"the worker to block in a checkpoint: {job_now().__dict__} "
+                f"events={reencrypt_events()} calls={kms_requests}\n{worker.log()[-3000:]}"
+            ),
+        )
+        worker.kill()  # SIGKILL: no warm shutdown, no ack, the lease stays behind
     at_kill = job_now()
+    assert at_kill.done == held.done  # the batch in flight never committed its checkpoint
     assert at_kill.state == "running" and at_kill.lease_token and 0 < at_kill.done < at_kill.total
+    # ... yet every KMS call it made is recorded: the events were committed before it.
+    assert kms_requests["ReEncrypt"] == reencrypt_events()
+    assert reencrypt_events() == preflight_calls + 2 * (at_kill.done + 1)
     time.sleep(1.0)
     assert job_now().done == at_kill.done  # nobody works on it while the worker is down
 
@@ -159,11 +227,9 @@ def test_killed_worker_resumes_the_job_from_its_checkpoint(acme, celery_worker_p
     assert not RegionalKey.objects.filter(pk__in=old_keys, retired_at=None).exists()
     assert ByokConnection.objects.get(organization=acme).state == "active"
 
-    # Resumed from the checkpoint, not from scratch: at most the batch in flight at the kill
-    # (one data key, two regions) was re-wrapped twice.
-    reencrypts = AuditEvent.objects.filter(
-        organization=acme, event_name="ReEncrypt", kind="key-usage"
-    ).count()
-    preflight_calls = 2
-    assert deks * 2 + preflight_calls <= reencrypts <= deks * 2 + preflight_calls + 2
+    # Resumed from the checkpoint, not from scratch: only the batch in flight at the kill
+    # (one data key, two regions) was re-wrapped twice. Every ReEncrypt moto answered is one
+    # key-usage event, exactly: the killed batch's calls and their repetition are both there.
+    assert kms_requests["ReEncrypt"] == preflight_calls + 2 * deks + 2
+    assert reencrypt_events() == kms_requests["ReEncrypt"]
     assert "run_reencryption_job_task" in worker.log()

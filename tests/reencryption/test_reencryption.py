@@ -13,6 +13,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from audit.models import AuditEvent
+from connections import aws
 from connections import services as revocation
 from connections.lifecycle import ALLOWED_TRANSITIONS, TransitionNotAllowed, transition
 from connections.models import (
@@ -31,6 +32,8 @@ from orgs.staff_roles import ACCOUNT_REPS, SUPPORT_STAFF
 from reencryption import job as reencryption_job
 from reencryption import services as reencryption
 from reencryption.forms import ReencryptionRequestForm
+from reencryption.job import lease as job_lease
+from reencryption.job import runner as job_runner
 from reencryption.models import ReencryptionJob, ReencryptionPreflight, ReencryptionRequest
 from setup.models import PreflightRun
 from setup.onboarding import KEY_ALIAS, REPLACEMENT_KEY_ALIAS
@@ -637,22 +640,33 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_rerunning_is_harmless(
     assert done == 2
     # A worker dies in the middle of the next batch: KMS calls made, nothing committed,
     # its lease left behind (its pid no longer exists).
-    original = reencryption_job._Runner._commit
+    reencrypt_events = AuditEvent.objects.filter(event_name="ReEncrypt", kind="key-usage")
+    events_before = reencrypt_events.count()
+    calls: list[str] = []  # every ReEncrypt sent to KMS, counted at the botocore layer
+    monkeypatch.setattr(
+        aws, "EVENT_HOOKS", [("before-send.kms.ReEncrypt", lambda **kw: calls.append("call"))]
+    )
+    original = job_runner.Runner._commit
 
     def crash(self, **kwargs):
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(reencryption_job._Runner, "_commit", crash)
+    monkeypatch.setattr(job_runner.Runner, "_commit", crash)
     with pytest.raises(SystemExit):
         reencryption_job.run_job(job_id=job.pk)
-    monkeypatch.setattr(reencryption_job._Runner, "_commit", original)
+    monkeypatch.setattr(job_runner.Runner, "_commit", original)
     ReencryptionJob.objects.filter(pk=job.pk).update(
-        lease_token="dead", lease_pid=2**22 + 7, lease_host=reencryption_job._holder()[0]
+        lease_token="dead", lease_pid=2**22 + 7, lease_host=job_lease.holder()[0]
     )
     job.refresh_from_db()
     assert (job.last_id, job.done) == (checkpoint, done)  # the crashed batch left no trace
+    # ... but the calls it made in the customer's account were recorded before its checkpoint.
+    assert len(calls) == 2 * len(REGIONS)
+    assert reencrypt_events.count() == events_before + len(calls)
     with django_capture_on_commit_callbacks(execute=True):
         assert reencryption_job.run_job(job_id=job.pk) == J.COMPLETED
+    # The crashed batch was redone: its calls were made (and recorded) twice, exactly.
+    assert reencrypt_events.count() == events_before + len(calls)
     job.refresh_from_db()
     assert job.done == job.total
     per_key = DataKeyWrapping.objects.filter(regional_key__is_current=True).values_list(
@@ -736,12 +750,12 @@ def test_aws_throttling_keeps_the_job_running_and_it_resumes_later(
     job = approved_job(byok, rep, django_capture_on_commit_callbacks, batch_size=2)
     with django_capture_on_commit_callbacks(execute=True):
         job = step(job)
-    hooks = list(reencryption_job.aws.EVENT_HOOKS)
+    hooks = list(aws.EVENT_HOOKS)
     inject_aws_error("kms.ReEncrypt", code="ThrottlingException", status=400)
     assert reencryption_job.run_job(job_id=job.pk) == J.RUNNING
     job.refresh_from_db()
     assert job.done == 0 and "did not answer" in job.last_error and not job.lease_token
-    reencryption_job.aws.EVENT_HOOKS[:] = hooks
+    aws.EVENT_HOOKS[:] = hooks
     with django_capture_on_commit_callbacks(execute=True):
         assert reencryption_job.sweep_jobs() == [job.pk]
     assert ReencryptionJob.objects.get(pk=job.pk).state == J.COMPLETED

@@ -1,8 +1,10 @@
-"""Re-encryption requests: an org admin asks, an account rep preflights and approves.
+"""Re-encryption requests: an org admin asks, an account rep claims, approves or rejects.
 
 One function per business action, each in a transaction with the request row locked, each
 writing its audit event; Celery work is enqueued on commit. The job itself (switching keys,
-re-wrapping, verifying, retiring) lives in :mod:`reencryption.job`.
+re-wrapping, verifying, retiring) lives in :mod:`reencryption.job`; the preflight of the new
+keys in :mod:`reencryption.services.preflight`. The claim/reject/lost-run steps are the shared
+review workflow (:mod:`review.services`).
 
 Request statuses: ``submitted → claimed → approved → completed | failed``; ``submitted |
 claimed → rejected`` (rep, with a reason); ``submitted | claimed | approved (job not started)
@@ -17,24 +19,20 @@ passing preflight, so the job uses exactly the keys that were checked even if an
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
-from dataclasses import replace
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from audit.services import record_event, user_identity_for
-from connections import aws
-from connections.key_usage import recorder_for
+from audit.services import record_event
 from connections.models import ByokConnection, ConnectionState, RegionalKey
 from core.errors import NotAllowed
 from core.locations import get_location
-from core.tasks import enqueue_on_commit
 from orgs import notices
 from reencryption import job as reencryption_job
 from reencryption.models import (
@@ -44,14 +42,11 @@ from reencryption.models import (
     ReencryptionPreflight,
     ReencryptionRequest,
 )
-from review.services import require_assignee
-from setup import preflight
-from setup.models import PreflightRun
+from review import services as review
 from setup.onboarding import REPLACEMENT_KEY_ALIAS
 
 log = logging.getLogger(__name__)
 R = ReencryptionRequest.Status
-PREFLIGHT_WORKER = "byok-portal re-encryption preflight"
 #: A maintenance window may start at most this far ahead.
 MAX_WINDOW_AHEAD = timedelta(days=90)
 
@@ -76,10 +71,8 @@ def _resources(req: ReencryptionRequest) -> list[dict]:
 
 
 def _locked(request_id: int) -> ReencryptionRequest:
-    return (
-        ReencryptionRequest.objects.select_for_update()
-        .select_related("organization", "connection")
-        .get(pk=request_id)
+    return review.lock_request(
+        model=ReencryptionRequest, request_id=request_id, related=("organization", "connection")
     )
 
 
@@ -239,8 +232,15 @@ def cancel_reencryption_request(*, org, request_id: int, actor) -> ReencryptionR
             )
         )
     now = timezone.now()
-    req.status, req.closed_at = R.CANCELLED, now
-    req.save(update_fields=["status", "closed_at"])
+    review.close_request(
+        req,
+        status=R.CANCELLED,
+        timeline=ReencryptionEvent,
+        kind="cancelled",
+        actor=actor,
+        message="Cancelled by the customer.",
+        now=now,
+    )
     if job is not None:
         job.state, job.finished_at, job.state_reason = (
             ReencryptionJob.State.CANCELLED,
@@ -248,9 +248,6 @@ def cancel_reencryption_request(*, org, request_id: int, actor) -> ReencryptionR
             f"Cancelled by {actor.email}.",
         )
         job.save(update_fields=["state", "finished_at", "state_reason"])
-    ReencryptionEvent.objects.create(
-        request=req, kind="cancelled", actor=actor, message="Cancelled by the customer."
-    )
     record_event(
         org=org,
         actor=actor,
@@ -264,70 +261,49 @@ def cancel_reencryption_request(*, org, request_id: int, actor) -> ReencryptionR
 # --- The account rep's actions ---------------------------------------------------------------
 
 
-@transaction.atomic
 def claim_reencryption_request(*, request_id: int, rep) -> ReencryptionRequest:
-    req = _locked(request_id)
-    if req.status != R.SUBMITTED:
-        if req.assignee_id and req.assignee_id != rep.pk:
-            raise ReencryptionRefused(f"{req.assignee} already claimed request #{req.pk}.")
-        raise ReencryptionRefused(f"Request #{req.pk} is {req.get_status_display().lower()}.")
-    req.status, req.assignee, req.claimed_at = R.CLAIMED, rep, timezone.now()
-    req.save(update_fields=["status", "assignee", "claimed_at"])
-    ReencryptionEvent.objects.create(
-        request=req, kind="claimed", actor=rep, message=f"Claimed by {rep.get_full_name()}."
+    return review.claim_request(
+        model=ReencryptionRequest,
+        timeline=ReencryptionEvent,
+        request_id=request_id,
+        rep=rep,
+        audit_event="ClaimReencryptionRequest",
+        resources=_resources,
+        refused=ReencryptionRefused,
     )
-    record_event(
-        org=req.organization,
-        actor=rep,
-        event_name="ClaimReencryptionRequest",
-        request_parameters={"requestId": req.pk},
-        resources=_resources(req),
-    )
-    return req
 
 
 def _require_assignee(req: ReencryptionRequest, rep) -> None:
-    require_assignee(req, rep, refused=ReencryptionRefused)
+    review.require_assignee(req, rep, refused=ReencryptionRefused)
 
 
-@transaction.atomic
+def _notify_rejected(req: ReencryptionRequest) -> None:
+    _notify_admins(
+        req.pk,
+        subject=f"Your re-encryption request #{req.pk} was rejected",
+        body=f"Reason: {req.rejection_reason}\n",
+    )
+
+
 def reject_reencryption_request(*, request_id: int, rep, reason: str) -> ReencryptionRequest:
-    req = _locked(request_id)
-    _require_assignee(req, rep)
-    reason = reason.strip()
-    if not reason:
-        raise ReencryptionRefused("Give the customer a reason.")
-    req.status, req.rejection_reason, req.closed_at = R.REJECTED, reason, timezone.now()
-    req.save(update_fields=["status", "rejection_reason", "closed_at"])
-    ReencryptionEvent.objects.create(request=req, kind="rejected", actor=rep, message=reason)
-    record_event(
-        org=req.organization,
-        actor=rep,
-        event_name="RejectReencryption",
-        request_parameters={"requestId": req.pk, "reason": reason},
-        resources=_resources(req),
+    return review.reject_request(
+        model=ReencryptionRequest,
+        timeline=ReencryptionEvent,
+        request_id=request_id,
+        rep=rep,
+        reason=reason,
+        audit_event="RejectReencryption",
+        resources=_resources,
+        notify=_notify_rejected,
+        refused=ReencryptionRefused,
     )
-    transaction.on_commit(
-        lambda: _notify_admins(
-            req.pk,
-            subject=f"Your re-encryption request #{req.pk} was rejected",
-            body=f"Reason: {reason}\n",
-        )
-    )
-    return req
 
 
 def passing_preflight(req: ReencryptionRequest) -> ReencryptionPreflight | None:
     """The newest finished preflight of the request if it passed recently enough."""
-    newest = req.preflights.exclude(finished_at=None).order_by("-finished_at", "-pk").first()
-    max_age = timedelta(hours=settings.PREFLIGHT_MAX_AGE_HOURS)
-    if (
-        newest is None
-        or newest.status != PreflightRun.Status.PASSED
-        or newest.finished_at < timezone.now() - max_age
-    ):
-        return None
-    return newest
+    return review.latest_passing_run(
+        req.preflights.all(), max_age=timedelta(hours=settings.PREFLIGHT_MAX_AGE_HOURS)
+    )
 
 
 @transaction.atomic
@@ -417,251 +393,12 @@ def approve_reencryption_request(
     return req
 
 
-# --- Preflight of the new keys -----------------------------------------------------------------
-
-
-@transaction.atomic
-def start_reencryption_preflight(*, request_id: int, actor) -> ReencryptionPreflight:
-    req = _locked(request_id)
-    _require_assignee(req, actor)
-    now = timezone.now()
-    active = list(
-        req.preflights.select_for_update().filter(
-            status__in=(PreflightRun.Status.QUEUED, PreflightRun.Status.RUNNING)
-        )
-    )
-    fresh = [run for run in active if run.created_at > now - preflight.STALE_AFTER]
-    if fresh:
-        raise ReencryptionRefused(
-            f"Preflight #{fresh[0].pk} is still {fresh[0].get_status_display().lower()}; "
-            "wait for its result."
-        )
-    for lost in active:
-        lost.status, lost.finished_at = PreflightRun.Status.FAILED, now
-        lost.checks = [
-            preflight.Check(
-                "preflight",
-                "",
-                False,
-                "The preflight did not finish.",
-                "Run it again.",
-                "timed-out",
-            ).to_dict()
-        ]
-        lost.save(update_fields=["status", "finished_at", "checks"])
-    run = ReencryptionPreflight.objects.create(request=req, started_by=actor)
-    ReencryptionEvent.objects.create(
-        request=req,
-        kind="preflight",
-        actor=actor,
-        message=f"Preflight #{run.pk} started: checking the new keys.",
-    )
-    record_event(
-        org=req.organization,
-        actor=actor,
-        event_name="StartReencryptionPreflight",
-        request_parameters={"requestId": req.pk, "preflightId": run.pk},
-        resources=_resources(req),
-    )
-    enqueue_on_commit("reencryption.tasks.run_reencryption_preflight_task", run.pk)
-    return run
-
-
-def execute_reencryption_preflight(*, preflight_id: int) -> ReencryptionPreflight:
-    """Run a queued preflight (AWS calls outside transactions); idempotent."""
-    finished = (PreflightRun.Status.PASSED, PreflightRun.Status.FAILED)
-    with transaction.atomic():
-        run = ReencryptionPreflight.objects.select_for_update().get(pk=preflight_id)
-        if run.status in finished:
-            return run
-        run.status = PreflightRun.Status.RUNNING
-        run.save(update_fields=["status"])
-    req = ReencryptionRequest.objects.select_related("organization", "connection").get(
-        pk=run.request_id
-    )
-    connection, org = req.connection, req.organization
-    context = {"org": str(org.pk), "purpose": "reencryption-preflight"}
-    try:
-        report = preflight.run_preflight_checks(
-            org=org,
-            role_arn=connection.role_arn,
-            external_id=connection.external_id,
-            location_code=connection.location,
-            alias=req.key_alias or REPLACEMENT_KEY_ALIAS,
-            key_ids=req.requested_key_arns or None,
-            encryption_context=context,
-        )
-        if report.passed:
-            report.checks.extend(_replacement_checks(connection, report.key_arns, context))
-    except Exception:
-        log.exception("Re-encryption preflight #%s could not complete", preflight_id)
-        report = preflight.PreflightReport(
-            checks=[
-                preflight.Check(
-                    "preflight",
-                    "",
-                    False,
-                    "The preflight could not complete because of an error on our side.",
-                    "Run the preflight again; if it fails again, contact support.",
-                    preflight.CAUSE_INTERNAL,
-                )
-            ]
-        )
-    return _finish_preflight(preflight_id, report)
-
-
-def _replacement_checks(
-    connection: ByokConnection, key_arns: dict[str, str], context: dict
-) -> list[preflight.Check]:
-    """Beyond the setup checks: each new key is in the connected account, is not a key in use,
-    and a data key re-wraps from the current key to it (``kms:ReEncryptFrom``/``To``)."""
-    Check = preflight.Check
-    checks: list[Check] = []
-    current = {
-        k.region: k.key_arn
-        for k in RegionalKey.objects.filter(connection=connection, is_current=True)
-    }
-    in_use = set(
-        RegionalKey.objects.filter(connection=connection, retired_at=None).values_list(
-            "key_arn", flat=True
-        )
-    )
-    record = recorder_for(connection.organization)
-    re_encrypt_params: dict = {}
-
-    def on_call(call: aws.KmsCall) -> None:
-        # connections.aws reports ReEncrypt without its contexts and source key: add them.
-        if call.operation == "ReEncrypt" and re_encrypt_params:
-            call = replace(
-                call, encryption_context=context, request_parameters=dict(re_encrypt_params)
-            )
-        record(call)
-
-    session = aws.assume_customer_role(
-        role_arn=connection.role_arn,
-        external_id=connection.external_id,
-        cached=False,
-        on_call=on_call,
-    )
-    for region, arn in key_arns.items():
-        account = arn.split(":")[4] if arn.count(":") >= 5 else ""
-        if account != connection.aws_account_id:
-            checks.append(
-                Check(
-                    "key-account",
-                    region,
-                    False,
-                    f"The key {arn} is in AWS account {account}, not in "
-                    f"{connection.aws_account_id}.",
-                    f"Create the new key in account {connection.aws_account_id}.",
-                    "wrong-account",
-                )
-            )
-            continue
-        checks.append(Check("key-account", region, True, f"In account {account}.", ""))
-        if arn in in_use:
-            checks.append(
-                Check(
-                    "key-new",
-                    region,
-                    False,
-                    f"The key {arn} is already one of your keys in use in {region}.",
-                    "Deploy the replacement-keys template (it creates a new key under the alias "
-                    f"{REPLACEMENT_KEY_ALIAS}) or give the ARN of a new key.",
-                    "key-in-use",
-                )
-            )
-            continue
-        checks.append(Check("key-new", region, True, "A new key, not one in use.", ""))
-        source = current.get(region)
-        if not source:
-            continue
-        plaintext = recovered = None
-        try:
-            plaintext, blob, _ = session.generate_data_key(region, source, context)
-            re_encrypt_params.update(
-                SourceKeyId=source,
-                DestinationKeyId=arn,
-                SourceEncryptionContext=context,
-                DestinationEncryptionContext=context,
-            )
-            rewrapped = session.re_encrypt(
-                region, blob=blob, source_key=source, dest_key=arn, context=context
-            )
-            recovered = session.decrypt(region, arn, rewrapped, context)
-            ok = hmac.compare_digest(plaintext, recovered)
-        except aws.AwsError as err:
-            ok = False
-            detail = f"ReEncrypt from {source} to {arn} failed ({err.code or err.cause})."
-        else:
-            detail = (
-                f"A data key re-wrapped from the current key to {arn} and decrypted."
-                if ok
-                else "The re-wrapped data key came back different."
-            )
-        finally:
-            del plaintext, recovered
-        checks.append(
-            Check(
-                "re-encrypt",
-                region,
-                ok,
-                detail,
-                ""
-                if ok
-                else "Let the role use kms:ReEncryptFrom on the current key and kms:ReEncryptTo "
-                "on the new key (the kit's key policy does), and keep both keys enabled.",
-                "" if ok else "re-encrypt-failed",
-            )
-        )
-    return checks
-
-
-@transaction.atomic
-def _finish_preflight(preflight_id: int, report: preflight.PreflightReport):
-    run = (
-        ReencryptionPreflight.objects.select_for_update()
-        .select_related("request__organization", "request__connection")
-        .get(pk=preflight_id)
-    )
-    if run.status in (PreflightRun.Status.PASSED, PreflightRun.Status.FAILED):
-        return run
-    data = report.to_dict()
-    run.checks, run.key_arns = data["checks"], data["key_arns"]
-    run.status = PreflightRun.Status.PASSED if report.passed else PreflightRun.Status.FAILED
-    run.finished_at = timezone.now()
-    run.save(update_fields=["checks", "key_arns", "status", "finished_at"])
-    req = run.request
-    ReencryptionEvent.objects.create(
-        request=req, kind="preflight", message=f"#{run.pk}: {report.summary()}"
-    )
-    record_event(
-        event_name="RunReencryptionPreflight",
-        org=req.organization,
-        user_identity=user_identity_for(system=PREFLIGHT_WORKER),
-        request_parameters={"requestId": req.pk, "preflightId": run.pk},
-        response_elements={
-            "outcome": run.status,
-            "transient": report.transient,
-            "failedChecks": [
-                {"name": c.name, "region": c.region, "cause": c.cause} for c in report.failures
-            ],
-            "keyArns": dict(report.key_arns),
-        },
-        resources=[{"type": "AWS::KMS::Key", "ARN": arn} for arn in report.key_arns.values()],
-        recipient_account_id=req.connection.aws_account_id,
-    )
-    return run
-
-
 # --- Notices -----------------------------------------------------------------------------------
 
 
 def _when(req: ReencryptionRequest) -> str:
     if req.scheduled_for is None:
         return "when approved"
-    from zoneinfo import ZoneInfo
-
     zone = req.window_timezone or "UTC"
     local = req.scheduled_for.astimezone(ZoneInfo(zone))
     utc = date_format(req.scheduled_for, "j F Y H:i")
@@ -675,7 +412,8 @@ def _notify_reps_submitted(request_id: int) -> None:
         body=(
             f"{req.organization} asks to re-encrypt its BYOK data under new keys "
             f"({req.get_mode_display().lower()}), start {_when(req)}.\n"
-            f"Claim it in the staff pages: /staff/requests/reencryption/{req.pk}/\n"
+            "Claim it in the staff pages: "
+            f"{notices.absolute_url('reencryption:staff-detail', request_id=req.pk)}\n"
         ),
         recipients=notices.rep_emails(),
     )
@@ -688,6 +426,9 @@ def _notify_admins(request_id: int, *, subject: str, body: str) -> None:
         recipients.append(req.assignee.email)
     notices.send_notice(
         subject=subject,
-        body=body + f"Details: /orgs/{req.organization_id}/byok/reencrypt/{req.pk}/\n",
+        body=body
+        + "Details: "
+        + notices.absolute_url("reencryption:detail", org_id=req.organization_id, request_id=req.pk)
+        + "\n",
         recipients=recipients,
     )

@@ -16,8 +16,6 @@ Re-encryption and the kill switch (``reencryption.job``):
   to re-encrypting in the same transaction and the job resumes from its checkpoint.
 * ``re-encrypting → active``: the job retired the old keys, or failed (both keys stay in use).
 * ``re-encrypting → revoked``: revoke stays available during a job; the job pauses.
-* ``restoring → re-encrypting``: kept for compatibility (the receiver may run before the
-  restore's own transition in older code paths).
 * No ``re-encrypting → degraded``: a job rides out transient AWS failures itself (retries,
   then the sweeper), and ``degraded → active`` would lose the fact that a job is running.
 
@@ -166,12 +164,6 @@ EDGES: tuple[Edge, ...] = (
     Edge(S.RESTORING, S.ACTIVE, frozenset({A.WORKER}), what="Every restore check passed."),
     Edge(
         S.RESTORING,
-        S.REENCRYPTING,
-        frozenset({A.REENCRYPTION_JOB}),
-        what="A paused job resumes (compatibility).",
-    ),
-    Edge(
-        S.RESTORING,
         S.REVOKED,
         frozenset({A.WORKER, A.MONITOR}),
         what="A restore check failed, or the check did not finish in time.",
@@ -239,7 +231,6 @@ AFTER_REVOCATION_STATES = RESTORE_WINDOW_STATES | {S.EXPIRED}
 #: States in which a re-encryption may be requested or followed.
 REENCRYPTION_STATES = frozenset(
     {e.source for e in EDGES if e.target == S.REENCRYPTING and A.REENCRYPTION_JOB in e.actors}
-    - {S.RESTORING}
     | {S.REENCRYPTING}
 )
 

@@ -31,7 +31,7 @@ ALL_STATES = [s.value for s in S]
 # The lifecycle as the product promises it, written out here (not read from the code):
 # pending → active → revoked → (restoring → active) | expired; active → re-encrypting → active;
 # active ↔ degraded. A verified restore ends active (the re-encryption receiver then moves on to
-# re-encrypting when a job was paused); restoring → re-encrypting is still accepted.
+# re-encrypting when a job was paused).
 EXPECTED_EDGES = {
     ("pending", "active"),
     ("active", "degraded"),
@@ -44,7 +44,6 @@ EXPECTED_EDGES = {
     ("revoked", "restoring"),
     ("revoked", "expired"),
     ("restoring", "active"),
-    ("restoring", "re-encrypting"),
     ("restoring", "revoked"),
     ("restoring", "expired"),
 }

@@ -57,8 +57,10 @@ def test_globex_requests_setup_rep_verifies_and_provisions(
     expect(rep.locator(".messages")).to_contain_text("Provisioned")
     rep_context.close()
 
-    # The Globex admin sees the BYOK apps active and the audit trail of each step.
+    # The Globex admin sees the BYOK apps active ("Check now" reads through the new keys: the
+    # page itself is read-only) and the audit trail of each step.
     page.goto(f"/orgs/{globex.pk}/byok/")
+    page.get_by_role("button", name="Check now").click()
     for app in ("jira", "confluence"):
         row = page.locator(f"tr[data-app='{app}']")
         expect(row).to_contain_text("Active")

@@ -15,7 +15,7 @@ from freezegun import freeze_time
 from audit.models import AuditEvent
 from connections import aws
 from connections import services as revocation
-from connections.lifecycle import ALLOWED_TRANSITIONS, TransitionNotAllowed, transition
+from connections.lifecycle import TransitionNotAllowed, transition
 from connections.models import (
     ByokConnection,
     ConnectionState,
@@ -156,18 +156,24 @@ def old_and_new(byok):
 # --- The state machine ---------------------------------------------------------------------
 
 
-def test_restore_may_return_to_re_encrypting_and_a_job_never_degrades():
-    assert S.REENCRYPTING in ALLOWED_TRANSITIONS[S.RESTORING]
-    assert S.DEGRADED not in ALLOWED_TRANSITIONS[S.REENCRYPTING]
-    assert ALLOWED_TRANSITIONS[S.REENCRYPTING] == {S.ACTIVE, S.REVOKED}
+@pytest.mark.parametrize(
+    ("target", "allowed"),
+    [("degraded", False), ("active", True), ("revoked", True), ("restoring", False)],
+)
+def test_a_running_job_never_degrades_but_may_finish_or_be_revoked(target, allowed):
+    # Written out here, not read from the table under test: a job rides out transient AWS
+    # failures itself, so re-encrypting never becomes degraded.
     connection = ByokConnection.objects.create(
         organization=OrganizationFactory(),
         aws_account_id=CUSTOMER_ACCOUNT,
         location="us",
         state=S.REENCRYPTING,
     )
-    with pytest.raises(TransitionNotAllowed):
-        transition(connection, S.DEGRADED)
+    if allowed:
+        assert transition(connection, target).state == target
+    else:
+        with pytest.raises(TransitionNotAllowed):
+            transition(connection, target)
 
 
 # --- Who may request, and when ---------------------------------------------------------------

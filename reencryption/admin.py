@@ -8,7 +8,13 @@ from reencryption.models import (
     ReencryptionPreflight,
     ReencryptionRequest,
 )
-from security.admin_base import ReadOnlyAdmin, ReadOnlyInline, badge, concrete_field_names
+from security.admin_base import (
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    ReviewRequestAdmin,
+    badge,
+    concrete_field_names,
+)
 
 
 class ReencryptionPreflightInline(ReadOnlyInline):
@@ -22,7 +28,7 @@ class ReencryptionEventInline(ReadOnlyInline):
 
 
 @admin.register(ReencryptionRequest)
-class ReencryptionRequestAdmin(ReadOnlyAdmin):
+class ReencryptionRequestAdmin(ReviewRequestAdmin):
     list_display = ["request_number", "organization", "status_badge", "assignee", "created_at"]
     list_filter = ["status", "mode"]
     search_fields = ["organization__name", "=connection__aws_account_id"]
@@ -31,22 +37,6 @@ class ReencryptionRequestAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     fields = readonly_fields = concrete_field_names(ReencryptionRequest)
     inlines = [ReencryptionPreflightInline, ReencryptionEventInline]
-
-    def get_search_results(self, request, queryset, search_term):
-        base = queryset
-        queryset, dup = super().get_search_results(request, queryset, search_term)
-        number = search_term.strip().lstrip("#")
-        if number.isdigit() and len(number) < 19:
-            queryset = queryset | base.filter(pk=int(number))
-        return queryset, dup
-
-    @admin.display(description="request", ordering="pk")
-    def request_number(self, obj):
-        return f"#{obj.pk}"
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj):
-        return badge(obj.status, obj.get_status_display())
 
 
 @admin.register(ReencryptionJob)

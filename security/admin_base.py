@@ -82,3 +82,23 @@ def concrete_field_names(model, wanted=None) -> list[str]:
         if not f.primary_key and f.name not in HIDDEN_FIELDS
     ]
     return [n for n in wanted if n in names] if wanted is not None else names
+
+
+class ReviewRequestAdmin(ReadOnlyAdmin):
+    """Both request kinds: found by ID (``12`` or ``#12``) too, numbered, status as a badge."""
+
+    def get_search_results(self, request, queryset, search_term):
+        base = queryset
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        number = search_term.strip().lstrip("#")
+        if number.isdigit() and len(number) < 19:
+            queryset = queryset | base.filter(pk=int(number))
+        return queryset, may_have_duplicates
+
+    @admin.display(description="request", ordering="pk")
+    def request_number(self, obj):
+        return f"#{obj.pk}"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.status, obj.get_status_display())

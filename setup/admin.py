@@ -6,8 +6,8 @@ from django.db.models import Max
 
 from security.admin_base import (
     PermissionActionsMixin,
-    ReadOnlyAdmin,
     ReadOnlyInline,
+    ReviewRequestAdmin,
     audit_admin_action,
     badge,
 )
@@ -33,7 +33,7 @@ class PreflightRunInline(ReadOnlyInline):
 
 
 @admin.register(SetupRequest)
-class SetupRequestAdmin(PermissionActionsMixin, ReadOnlyAdmin):
+class SetupRequestAdmin(PermissionActionsMixin, ReviewRequestAdmin):
     list_display = [
         "request_number",
         "organization",
@@ -70,26 +70,9 @@ class SetupRequestAdmin(PermissionActionsMixin, ReadOnlyAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_last_preflight=Max("preflights__created_at"))
 
-    def get_search_results(self, request, queryset, search_term):
-        """Also by request ID: ``12`` or ``#12`` finds request #12 (within the filters)."""
-        base = queryset
-        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        number = search_term.strip().lstrip("#")
-        if number.isdigit() and len(number) < 19:
-            queryset = queryset | base.filter(pk=int(number))
-        return queryset, may_have_duplicates
-
-    @admin.display(description="request", ordering="pk")
-    def request_number(self, obj):
-        return f"#{obj.pk}"
-
     @admin.display(description="location", ordering="location")
     def location_name(self, obj):
         return obj.get_location_display()
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj):
-        return badge(obj.status, obj.get_status_display())
 
     @admin.display(description="last preflight", ordering="_last_preflight")
     def last_preflight(self, obj):

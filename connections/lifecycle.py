@@ -81,15 +81,14 @@ class Deadline:
     state: str
     #: The connection field the deadline is counted from (or stored in, for the window).
     starts_at: str
-    setting: str
-    default: float
+    setting: str  # declared in byokportal/settings.py
     unit: str  # "days" | "seconds"
     then: str
     what: str
 
     @property
     def length(self) -> timedelta:
-        value = getattr(settings, self.setting, self.default)
+        value = getattr(settings, self.setting)
         return timedelta(days=value) if self.unit == "days" else timedelta(seconds=value)
 
 
@@ -181,7 +180,6 @@ DEADLINES: dict[str, Deadline] = {
         S.REVOKED,
         starts_at="revoked_at",
         setting="BYOK_RESTORE_WINDOW_DAYS",
-        default=15,
         unit="days",
         then=S.EXPIRED,
         what="The restore window: after it the data keys are destroyed.",
@@ -190,7 +188,6 @@ DEADLINES: dict[str, Deadline] = {
         S.RESTORING,
         starts_at="state_changed_at",
         setting="BYOK_RESTORE_CHECK_TIMEOUT_S",
-        default=900,
         unit="seconds",
         then=S.REVOKED,
         what="The restore checks must finish; otherwise back to revoked (request it again).",

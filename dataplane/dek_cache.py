@@ -3,7 +3,7 @@
 **The cache.** Unwrapping a data key (DEK) costs a KMS ``Decrypt`` (plus a ``DescribeKey``);
 encrypting a record costs a few microseconds. :class:`DekCache` keeps unwrapped DEKs — as
 :class:`dataplane.envelope.DataKeyCipher` objects, never raw bytes — so KMS is asked rarely. It is
-bounded three ways, read from settings (``getattr(settings, name, default)``):
+bounded three ways, read from settings (declared in ``byokportal/settings.py``):
 
 * ``DEK_CACHE_MAX_AGE_S`` (300): an entry is dropped this long after it was unwrapped; the
   next use unwraps again, which re-checks the key with KMS.
@@ -55,10 +55,6 @@ from connections.models import ConnectionState
 from dataplane.envelope import DataKeyCipher
 from orgs.models import AppInstance
 
-DEFAULT_MAX_AGE_S = 300.0
-DEFAULT_MAX_USES = 100_000
-DEFAULT_MAX_ENTRIES = 1000
-DEFAULT_GUARD_TTL_S = 0.5
 _BYOK = str(AppInstance.Encryption.BYOK)
 
 
@@ -100,19 +96,15 @@ class DekCache:
         """(Re)read the limits from settings, except those fixed at construction."""
         fixed = self._fixed
         self.max_age_s = float(
-            fixed["max_age_s"]
-            if fixed["max_age_s"] is not None
-            else getattr(settings, "DEK_CACHE_MAX_AGE_S", DEFAULT_MAX_AGE_S)
+            fixed["max_age_s"] if fixed["max_age_s"] is not None else settings.DEK_CACHE_MAX_AGE_S
         )
         self.max_uses = int(
-            fixed["max_uses"]
-            if fixed["max_uses"] is not None
-            else getattr(settings, "DEK_CACHE_MAX_USES", DEFAULT_MAX_USES)
+            fixed["max_uses"] if fixed["max_uses"] is not None else settings.DEK_CACHE_MAX_USES
         )
         self.max_entries = int(
             fixed["max_entries"]
             if fixed["max_entries"] is not None
-            else getattr(settings, "DEK_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)
+            else settings.DEK_CACHE_MAX_ENTRIES
         )
         with self._lock:
             self._evict_overflow()
@@ -280,9 +272,7 @@ class AccessGuard:
 
     def configure(self) -> None:
         self.ttl_s = float(
-            self._fixed_ttl
-            if self._fixed_ttl is not None
-            else getattr(settings, "DEK_GUARD_TTL_S", DEFAULT_GUARD_TTL_S)
+            self._fixed_ttl if self._fixed_ttl is not None else settings.DEK_GUARD_TTL_S
         )
 
     def check(self, app_instance_id: int, *, force: bool = False) -> AppAccess | None:
@@ -335,7 +325,8 @@ def _refusal_reason(*, state: str | None, state_reason: str, status: str, status
             ConnectionState.RESTORING: "Access to your encryption keys is being restored; "
             "app data becomes readable again once every check passes.",
             ConnectionState.EXPIRED: "Access to your encryption keys was revoked and not "
-            "restored within 15 days; this app's data can no longer be decrypted.",
+            f"restored within {settings.BYOK_RESTORE_WINDOW_DAYS} days; this app's data can no "
+            "longer be decrypted.",
         }.get(state, f"Your key connection is {state}; app data cannot be used.")
     if status == AppInstance.Status.SUSPENDED:
         because = f" ({status_reason.rstrip('.')})" if status_reason else ""

@@ -58,7 +58,6 @@ from orgs.models import AppInstance
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROTATE_AFTER_S = 24 * 3600
 #: At most one AppDataHealth write per app instance and outcome per process this often.
 HEALTH_WRITE_INTERVAL_S = 5.0
 #: ``DescribeKey`` states other than Enabled, and the named cause each one means.
@@ -333,7 +332,7 @@ def _writing_cipher(access: AppAccess) -> DataKeyCipher:
 
 
 def _due_for_rotation(data_key: DataKey) -> bool:
-    max_age = getattr(settings, "DEK_ROTATE_AFTER_S", DEFAULT_ROTATE_AFTER_S)
+    max_age = settings.DEK_ROTATE_AFTER_S
     return bool(max_age) and timezone.now() - data_key.created_at > timedelta(seconds=max_age)
 
 

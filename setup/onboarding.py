@@ -66,7 +66,7 @@ ALIAS_RESOURCE = "ByokKeyAlias"
 
 
 def default_role_name() -> str:
-    return getattr(settings, "BYOK_ROLE_NAME", "byok-key-management")
+    return settings.BYOK_ROLE_NAME
 
 
 def role_arn_for(account_id: str, name: str | None = None) -> str:

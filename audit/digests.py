@@ -187,7 +187,7 @@ def sign_chain_digest(*, chain: str, now: datetime | None = None) -> ChainDigest
         raise ChainTampered(brk)
     with transaction.atomic():
         # Serialize signers of one chain, so digests never fork.
-        ChainHead.objects.select_for_update().filter(pk=head.pk).first()
+        ChainHead.objects.select_for_update(no_key=True).filter(pk=head.pk).first()
         latest = ChainDigest.objects.filter(chain=chain).order_by("-sequence").first()
         if (latest and latest.pk) != (last and last.pk):
             return None  # another signer got here first

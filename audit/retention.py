@@ -44,7 +44,7 @@ def retention_cutoff(now: datetime | None = None) -> datetime:
 @transaction.atomic
 def purge_chain(*, chain: str, cutoff: datetime, batch_size: int) -> PurgeResult | None:
     """Delete up to ``batch_size`` expired links at the start of one chain; ``None`` if none."""
-    head = ChainHead.objects.select_for_update().get(chain=chain)
+    head = ChainHead.objects.select_for_update(no_key=True).get(chain=chain)
     first = head.base_sequence
     last_sequence = last_hash = None
     expired = (

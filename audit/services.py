@@ -111,9 +111,9 @@ def record_event(
     )
     chain = chain_name_for(org.pk if org is not None else None)
     with transaction.atomic():
-        head, _ = ChainHead.objects.select_for_update().get_or_create(chain=chain)
+        head, _ = ChainHead.objects.select_for_update(no_key=True).get_or_create(chain=chain)
         # get_or_create may have inserted without the lock on a brand-new chain; lock it now.
-        head = ChainHead.objects.select_for_update().get(pk=head.pk)
+        head = ChainHead.objects.select_for_update(no_key=True).get(pk=head.pk)
         sequence = head.sequence + 1
         digest = link_hash(chain=chain, sequence=sequence, prev_hash=head.head_hash, record=record)
         event = AuditEvent.objects.create(

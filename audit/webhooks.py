@@ -269,7 +269,9 @@ def configure_webhook(
 ) -> WebhookEndpoint:
     """Create or change the org's webhook. An empty ``secret`` keeps the current one."""
     url = validate_webhook_url(url)
-    endpoint = WebhookEndpoint.objects.select_for_update().filter(organization=org).first()
+    endpoint = (
+        WebhookEndpoint.objects.select_for_update(no_key=True).filter(organization=org).first()
+    )
     now = timezone.now()
     created = endpoint is None
     if created:
@@ -299,7 +301,9 @@ def configure_webhook(
 
 @transaction.atomic
 def remove_webhook(*, org, actor, source_ip: str = "") -> None:
-    endpoint = WebhookEndpoint.objects.select_for_update().filter(organization=org).first()
+    endpoint = (
+        WebhookEndpoint.objects.select_for_update(no_key=True).filter(organization=org).first()
+    )
     if endpoint is None:
         raise WebhookRefused("There is no webhook to remove.")
     url = endpoint.url
@@ -338,7 +342,7 @@ def send_test_event(*, org, actor, source_ip: str = "") -> WebhookDelivery:
 @transaction.atomic
 def retry_delivery(*, org, actor, delivery_id: int, source_ip: str = "") -> WebhookDelivery:
     delivery = (
-        WebhookDelivery.objects.select_for_update()
+        WebhookDelivery.objects.select_for_update(no_key=True)
         .filter(endpoint__organization=org, pk=delivery_id)
         .first()
     )
@@ -451,7 +455,7 @@ def attempt_delivery(*, delivery_id: int) -> AttemptResult:
     """One attempt of one delivery; says whether (and when) to try again. Idempotent."""
     with transaction.atomic():
         delivery = (
-            WebhookDelivery.objects.select_for_update()
+            WebhookDelivery.objects.select_for_update(of=("self",), no_key=True)
             .select_related("endpoint", "event")
             .filter(pk=delivery_id)
             .first()
@@ -493,7 +497,7 @@ def attempt_delivery(*, delivery_id: int) -> AttemptResult:
 
 @transaction.atomic
 def _record_outcome(delivery_id: int, attempt: int, outcome: PostOutcome) -> AttemptResult:
-    delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
+    delivery = WebhookDelivery.objects.select_for_update(no_key=True).filter(pk=delivery_id).first()
     if delivery is None:
         return AttemptResult("gone")
     now = timezone.now()

@@ -261,6 +261,7 @@ def _organization(*, records: int, deks: int) -> dict:
                 rows.clear()
     if rows:
         _insert(db, sql, rows)
+    _reset_id_sequences(db, [DataKey, AppRecord])
     return {
         "org_id": org.pk,
         "connection_id": connection.pk,
@@ -270,6 +271,18 @@ def _organization(*, records: int, deks: int) -> dict:
         "replacement": replacement,
         "records": record_id - first_record,
     }
+
+
+def _reset_id_sequences(db, models: list) -> None:
+    """Rows were inserted with explicit ids: move PostgreSQL's id sequences past them, or the
+    data plane's next ``DataKey`` insert collides with a bench row (SQLite needs nothing)."""
+    from django.core.management.color import no_style
+
+    statements = db.ops.sequence_reset_sql(no_style(), models)
+    if statements:
+        with db.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
 
 
 def _insert(db, sql: str, rows: list) -> None:

@@ -100,7 +100,7 @@ def configure_cloudtrail_source(
         )
     if scope not in CloudTrailSource.Scope.values:
         raise IngestionRefused("Choose which events to import.")
-    source, created = CloudTrailSource.objects.select_for_update().get_or_create(
+    source, created = CloudTrailSource.objects.select_for_update(no_key=True).get_or_create(
         organization=org,
         defaults={
             "bucket": bucket,
@@ -138,7 +138,9 @@ def configure_cloudtrail_source(
 @transaction.atomic
 def request_import(*, org, actor, source_ip: str = "") -> CloudTrailSource:
     """ "Import now": queue an import of new log files (the beat schedule does it anyway)."""
-    source = CloudTrailSource.objects.select_for_update().filter(organization=org).first()
+    source = (
+        CloudTrailSource.objects.select_for_update(no_key=True).filter(organization=org).first()
+    )
     if source is None or not source.enabled:
         raise IngestionRefused("Configure and enable a CloudTrail source first.")
     record_event(
@@ -484,7 +486,7 @@ def import_records(
 ) -> IngestedFile | None:
     """Import one file's records into the org's chain, all or nothing, and say what happened."""
     # One import of a source at a time: the file may have been imported meanwhile.
-    CloudTrailSource.objects.select_for_update().filter(pk=source.pk).first()
+    CloudTrailSource.objects.select_for_update(no_key=True).filter(pk=source.pk).first()
     existing = IngestedFile.objects.filter(source=source, key=obj.key, etag=obj.etag).first()
     if existing is not None:
         return None

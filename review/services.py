@@ -35,7 +35,11 @@ def lock_request(
 ) -> ReviewRequest:
     """The request's row, locked for the rest of the transaction; ``NotFound`` if none."""
     try:
-        return model.objects.select_for_update().select_related(*related).get(pk=request_id)
+        return (
+            model.objects.select_for_update(of=("self",), no_key=True)
+            .select_related(*related)
+            .get(pk=request_id)
+        )
     except model.DoesNotExist:
         raise NotFound(f"There is no {model._meta.verbose_name} #{request_id}.") from None
 
@@ -205,7 +209,7 @@ def clear_active_runs(
     """Before a new run starts: refuse while one of ``runs`` is still active and fresh; close
     the lost ones (active for longer than ``stale_after``). Returns the runs closed."""
     now = now or timezone.now()
-    active = list(runs.select_for_update().filter(status__in=CheckRun.ACTIVE_STATUSES))
+    active = list(runs.select_for_update(no_key=True).filter(status__in=CheckRun.ACTIVE_STATUSES))
     fresh = [run for run in active if run.created_at > now - stale_after]
     if fresh:
         raise refused(
@@ -218,7 +222,7 @@ def clear_active_runs(
 def begin_run(*, model: type[CheckRun], run_id: int) -> tuple[CheckRun, bool]:
     """Mark a queued run running; ``(run, False)`` when it has already finished (idempotent)."""
     with transaction.atomic():
-        run = model.objects.select_for_update().get(pk=run_id)
+        run = model.objects.select_for_update(no_key=True).get(pk=run_id)
         if run.status in CheckRun.FINISHED_STATUSES:
             return run, False
         if run.status != CheckRun.Status.RUNNING:
@@ -238,7 +242,11 @@ def finish_run(
 ) -> tuple[CheckRun, bool]:
     """Save a run's result, its row locked (call inside a transaction). ``(run, False)`` when
     another worker finished it first: its result stands."""
-    run = model.objects.select_for_update().select_related(*related).get(pk=run_id)
+    run = (
+        model.objects.select_for_update(of=("self",), no_key=True)
+        .select_related(*related)
+        .get(pk=run_id)
+    )
     if run.status in CheckRun.FINISHED_STATUSES:
         return run, False
     run.checks, run.key_arns = checks, key_arns

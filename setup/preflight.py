@@ -77,7 +77,7 @@ def preflight_encryption_context(request: SetupRequest) -> dict[str, str]:
 def start_preflight(*, setup_request: SetupRequest, actor) -> PreflightRun:
     """Queue a preflight of the request's AWS side; the worker runs it after the commit."""
     request = (
-        SetupRequest.objects.select_for_update()
+        SetupRequest.objects.select_for_update(of=("self",), no_key=True)
         .select_related("organization")
         .get(pk=setup_request.pk)
     )

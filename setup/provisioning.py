@@ -18,7 +18,7 @@ def activate_app_instance(*, app_instance_id: int) -> int:
         return instance.pk
     data_key = ensure_current_data_key(instance)
     with transaction.atomic():
-        locked = AppInstance.objects.select_for_update().get(pk=instance.pk)
+        locked = AppInstance.objects.select_for_update(no_key=True).get(pk=instance.pk)
         if locked.status != AppInstance.Status.PROVISIONING:
             return locked.pk
         locked.status = AppInstance.Status.ACTIVE

@@ -34,7 +34,7 @@ def submit_setup_request(
     """An org admin asks for BYOK. Creates the org's pending connection (and so its external
     ID, needed by the onboarding kit) on the first request."""
     # Serialise requests of one org so two tabs cannot create two connections.
-    Organization.objects.select_for_update().get(pk=org.pk)
+    Organization.objects.select_for_update(no_key=True).get(pk=org.pk)
     connection, created = ByokConnection.objects.get_or_create(
         organization=org,
         defaults={
@@ -140,7 +140,7 @@ def provision_setup_request(*, request_id: int, rep) -> SetupRequest:
             f"{settings.PREFLIGHT_MAX_AGE_HOURS} hours. Run the preflight again."
         )
     org = req.organization
-    connection = ByokConnection.objects.select_for_update().get(organization=org)
+    connection = ByokConnection.objects.select_for_update(no_key=True).get(organization=org)
     if connection.state == ConnectionState.PENDING:
         transition(connection, ConnectionState.ACTIVE, reason="Provisioned.")
     elif connection.state not in (ConnectionState.ACTIVE, ConnectionState.DEGRADED):

@@ -44,7 +44,7 @@ def _forget_sessions(org_id: int) -> None:
 
 
 def _set_byok_apps(connection: ByokConnection, status: str, reason: str) -> list[int]:
-    apps = AppInstance.objects.select_for_update().filter(
+    apps = AppInstance.objects.select_for_update(no_key=True).filter(
         site__organization_id=connection.organization_id, encryption=AppInstance.Encryption.BYOK
     )
     ids = list(apps.values_list("pk", flat=True))
@@ -56,7 +56,7 @@ def _set_byok_apps(connection: ByokConnection, status: str, reason: str) -> list
 
 def _lock(org_id: int) -> ByokConnection:
     return (
-        ByokConnection.objects.select_for_update()
+        ByokConnection.objects.select_for_update(of=("self",), no_key=True)
         .select_related("organization")
         .get(organization_id=org_id)
     )

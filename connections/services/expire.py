@@ -70,7 +70,7 @@ def expire_overdue_connections(*, org_id: int | None = None, now=None) -> list[i
 def destroy_data_keys(*, connection_id: int) -> int:
     """After expiry: erase every wrapped DEK. The data becomes unrecoverable, by design."""
     connection = (
-        ByokConnection.objects.select_for_update()
+        ByokConnection.objects.select_for_update(of=("self",), no_key=True)
         .select_related("organization")
         .get(pk=connection_id)
     )

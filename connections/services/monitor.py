@@ -115,7 +115,7 @@ def check_connection_health(*, connection_id: int) -> str:
 @transaction.atomic
 def _record_transient_or_healthy(connection_id: int, transient: aws.AwsError | None) -> str:
     connection = (
-        ByokConnection.objects.select_for_update()
+        ByokConnection.objects.select_for_update(of=("self",), no_key=True)
         .select_related("organization")
         .get(pk=connection_id)
     )

@@ -89,7 +89,7 @@ def revoke_after_aws_refusal(
     ``key_arn`` names the refused key when known (during a re-encryption a region has two keys
     in use); otherwise the region's current key is marked.
     """
-    connection = ByokConnection.objects.select_for_update().get(pk=connection_id)
+    connection = ByokConnection.objects.select_for_update(no_key=True).get(pk=connection_id)
     status = CAUSE_TO_KEY_STATUS.get(cause, RegionalKey.Status.DISABLED)
     refused = RegionalKey.objects.filter(connection=connection, region=region, retired_at=None)
     refused = refused.filter(key_arn=key_arn) if key_arn else refused.filter(is_current=True)

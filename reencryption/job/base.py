@@ -87,7 +87,7 @@ class RunnerBase:
         Lock order everywhere: connection, then job, then the audit chain head.
         """
         job = (
-            ReencryptionJob.objects.select_for_update(of=("self",))
+            ReencryptionJob.objects.select_for_update(of=("self",), no_key=True)
             .select_related("connection")
             .get(pk=self.job_id)
         )
@@ -95,7 +95,7 @@ class RunnerBase:
 
     def _lock_connection(self) -> ByokConnection:
         return (
-            ByokConnection.objects.select_for_update()
+            ByokConnection.objects.select_for_update(of=("self",), no_key=True)
             .select_related("organization")
             .get(pk=self.connection_id)
         )

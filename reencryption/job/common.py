@@ -112,7 +112,7 @@ def fail_locked(job: ReencryptionJob, reason: str) -> None:
     ReencryptionRequest.objects.filter(pk=job.request_id).update(
         status=ReencryptionRequest.Status.FAILED, closed_at=now
     )
-    connection = ByokConnection.objects.select_for_update().get(pk=job.connection_id)
+    connection = ByokConnection.objects.select_for_update(no_key=True).get(pk=job.connection_id)
     if connection.state == S.REENCRYPTING:
         transition(
             connection,

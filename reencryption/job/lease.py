@@ -55,7 +55,11 @@ def lease_is_live(job: ReencryptionJob, now=None) -> bool:
 @transaction.atomic
 def acquire(job_id: int) -> str | None:
     """Take the job's lease; ``None`` when the job is not to run now or another run holds it."""
-    job = ReencryptionJob.objects.select_for_update(of=("self",)).filter(pk=job_id).first()
+    job = (
+        ReencryptionJob.objects.select_for_update(of=("self",), no_key=True)
+        .filter(pk=job_id)
+        .first()
+    )
     if job is None or job.state in ReencryptionJob.FINISHED_STATES:
         return None
     now = timezone.now()

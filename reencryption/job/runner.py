@@ -154,9 +154,11 @@ def sweep_jobs(*, now=None) -> list[int]:
     for job in jobs.select_related("connection"):
         if job.connection.state == S.EXPIRED:
             with transaction.atomic():
-                ByokConnection.objects.select_for_update().get(pk=job.connection_id)
+                ByokConnection.objects.select_for_update(no_key=True).get(pk=job.connection_id)
                 fail_locked(
-                    ReencryptionJob.objects.select_for_update(of=("self",)).get(pk=job.pk),
+                    ReencryptionJob.objects.select_for_update(of=("self",), no_key=True).get(
+                        pk=job.pk
+                    ),
                     "Key access was not restored within the restore window; the job ended.",
                 )
             continue
@@ -179,7 +181,7 @@ def pause_jobs_for_revocation(connection: ByokConnection, *, reason: str) -> lis
     """Inside the revoking transaction: running jobs pause at once (their runs stop at the
     next step); scheduled ones stay scheduled and start once the connection is active."""
     paused = []
-    for job in ReencryptionJob.objects.select_for_update(of=("self",)).filter(
+    for job in ReencryptionJob.objects.select_for_update(of=("self",), no_key=True).filter(
         connection=connection, state=J.RUNNING
     ):
         pause_locked(job, f"Paused: key access was revoked ({reason[:200]}).")
@@ -215,7 +217,7 @@ def resume_after_restore(connection_id: int) -> list[int]:
 
 def fail_jobs_for_expiry(connection: ByokConnection) -> None:
     """Inside the expiring transaction: a connection that expired cannot be re-encrypted."""
-    for job in ReencryptionJob.objects.select_for_update(of=("self",)).filter(
+    for job in ReencryptionJob.objects.select_for_update(of=("self",), no_key=True).filter(
         connection=connection, state__in=ReencryptionJob.ACTIVE_STATES
     ):
         fail_locked(job, "Key access was not restored within the restore window.")

@@ -50,7 +50,7 @@ class SwitchPhase(RunnerBase):
         now = timezone.now()
         current = {
             k.region: k
-            for k in RegionalKey.objects.select_for_update().filter(
+            for k in RegionalKey.objects.select_for_update(no_key=True).filter(
                 connection=connection, is_current=True
             )
         }

@@ -93,7 +93,9 @@ def request_reencryption(
     """An org admin asks to move the org's data to new keys: found by the replacement alias
     (``key_arns`` empty) or the given ARNs (region → ARN); now (``scheduled_for`` None) or in a
     maintenance window starting at ``scheduled_for`` (aware datetime, in the future)."""
-    connection = ByokConnection.objects.select_for_update().filter(organization=org).first()
+    connection = (
+        ByokConnection.objects.select_for_update(no_key=True).filter(organization=org).first()
+    )
     if connection is None:
         raise ReencryptionRefused("Your organization has no BYOK connection to re-encrypt.")
     if connection.state != ConnectionState.ACTIVE:
@@ -221,7 +223,7 @@ def cancel_reencryption_request(*, org, request_id: int, actor) -> ReencryptionR
     req = _locked(request_id)
     if req.organization_id != org.pk:
         raise ReencryptionRequest.DoesNotExist
-    job = ReencryptionJob.objects.select_for_update().filter(request=req).first()
+    job = ReencryptionJob.objects.select_for_update(no_key=True).filter(request=req).first()
     if not req.is_open or (job is not None and job.state != ReencryptionJob.State.SCHEDULED):
         raise ReencryptionRefused(
             f"Request #{req.pk} can no longer be cancelled: "
@@ -324,7 +326,7 @@ def approve_reencryption_request(
             "Approval needs a passing preflight of the new keys from the last "
             f"{settings.PREFLIGHT_MAX_AGE_HOURS} hours. Run the preflight."
         )
-    connection = ByokConnection.objects.select_for_update().get(pk=req.connection_id)
+    connection = ByokConnection.objects.select_for_update(no_key=True).get(pk=req.connection_id)
     if connection.state not in (ConnectionState.ACTIVE, ConnectionState.DEGRADED):
         raise ReencryptionRefused(
             f"The organization's key connection is {connection.get_state_display().lower()}; "

@@ -219,8 +219,6 @@ RESTORABLE_STATES = frozenset(
 )
 #: States the health monitor checks the keys of.
 MONITORED_STATES = frozenset(s for s, info in STATES.items() if info.monitored)
-#: States with a deadline the beat enforces.
-TIMED_STATES = frozenset(DEADLINES)
 #: After a revocation, until restored or expired: the restore window is running.
 RESTORE_WINDOW_STATES = frozenset({S.REVOKED, S.RESTORING})
 #: States that follow a revocation (the revoke/restore pages show the revocation status).

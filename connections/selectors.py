@@ -6,7 +6,8 @@ from django.utils import timezone
 
 from connections.lifecycle import DEADLINES, RESTORE_WINDOW_STATES, deadline_of, state_flags
 from connections.models import ByokConnection, ConnectionState
-from orgs.models import AppInstance, Membership
+from orgs.models import AppInstance
+from orgs.selectors import orgs_administered_by
 
 
 def connection_of(org) -> ByokConnection | None:
@@ -76,12 +77,9 @@ def revocation_banners(user) -> list[dict]:
     (restore window running), with the deadline. Nobody else sees it."""
     if user is None or not user.is_authenticated:
         return []
-    org_ids = Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list(
-        "organization_id", flat=True
-    )
     connections = (
         ByokConnection.objects.filter(
-            organization_id__in=org_ids,
+            organization__in=orgs_administered_by(user),
             state__in=RESTORE_WINDOW_STATES,
             restore_deadline__isnull=False,
         )

@@ -537,8 +537,8 @@ def _throttled(app_id: int, outcome: str, force: bool = False) -> bool:
     return False
 
 
-def _write_health(app_id: int, **fields) -> None:
-
+def write_health(app_id: int, **fields) -> None:
+    """Update (or create) the app's health row; best effort: it never breaks a read."""
     try:
         with transaction.atomic():
             if not AppDataHealth.objects.filter(app_instance_id=app_id).update(**fields):
@@ -549,12 +549,12 @@ def _write_health(app_id: int, **fields) -> None:
 
 def _note_read_ok(app_id: int) -> None:
     if not _throttled(app_id, "ok"):
-        _write_health(app_id, last_read_at=timezone.now())
+        write_health(app_id, last_read_at=timezone.now())
 
 
 def _note_failure(app_id: int, reason: str, *, force: bool = False) -> None:
     if not _throttled(app_id, "failure", force):
-        _write_health(app_id, last_failure_at=timezone.now(), last_failure=reason[:300])
+        write_health(app_id, last_failure_at=timezone.now(), last_failure=reason[:300])
 
 
 def forget_health_throttle() -> None:

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from audit import digests, webhooks
 from audit.request_context import client_ip
 from connections.selectors import connection_of
+from core.errors import NotAllowed
 from integrations import ingestion
 from integrations.forms import CloudTrailSourceForm, WebhookForm
 from orgs.permissions import org_admin_required
@@ -65,6 +66,17 @@ def _back(org):
     return redirect("integrations:index", org_id=org.pk)
 
 
+def _act(request, org, action, success: str):
+    """Run an admin's action, then back to the page: a refusal becomes an error message."""
+    try:
+        action()
+    except NotAllowed as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, success)
+    return _back(org)
+
+
 @org_admin_required
 @require_GET
 def integrations(request, org):
@@ -91,13 +103,12 @@ def source_save(request, org):
 @org_admin_required
 @require_POST
 def source_import(request, org):
-    try:
-        ingestion.request_import(org=org, actor=request.user, source_ip=client_ip(request))
-    except ingestion.IngestionRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Import started: new log files appear below.")
-    return _back(org)
+    return _act(
+        request,
+        org,
+        lambda: ingestion.request_import(org=org, actor=request.user, source_ip=client_ip(request)),
+        "Import started: new log files appear below.",
+    )
 
 
 @org_admin_required
@@ -121,36 +132,33 @@ def webhook_save(request, org):
 @org_admin_required
 @require_POST
 def webhook_test(request, org):
-    try:
-        webhooks.send_test_event(org=org, actor=request.user, source_ip=client_ip(request))
-    except webhooks.WebhookRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Test event sent: its delivery is at the top of the log.")
-    return _back(org)
+    return _act(
+        request,
+        org,
+        lambda: webhooks.send_test_event(org=org, actor=request.user, source_ip=client_ip(request)),
+        "Test event sent: its delivery is at the top of the log.",
+    )
 
 
 @org_admin_required
 @require_POST
 def webhook_delete(request, org):
-    try:
-        webhooks.remove_webhook(org=org, actor=request.user, source_ip=client_ip(request))
-    except webhooks.WebhookRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Webhook removed, with its delivery log.")
-    return _back(org)
+    return _act(
+        request,
+        org,
+        lambda: webhooks.remove_webhook(org=org, actor=request.user, source_ip=client_ip(request)),
+        "Webhook removed, with its delivery log.",
+    )
 
 
 @org_admin_required
 @require_POST
 def delivery_retry(request, org, delivery_id: int):
-    try:
-        webhooks.retry_delivery(
+    return _act(
+        request,
+        org,
+        lambda: webhooks.retry_delivery(
             org=org, actor=request.user, delivery_id=delivery_id, source_ip=client_ip(request)
-        )
-    except webhooks.WebhookRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Delivery queued again.")
-    return _back(org)
+        ),
+        "Delivery queued again.",
+    )

@@ -1,7 +1,6 @@
 """Account representatives' pages of one re-encryption request."""
 
-from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -9,7 +8,7 @@ from orgs.permissions import account_rep_required
 from reencryption import selectors, services
 from reencryption.models import ReencryptionRequest
 from review.forms import RejectRequestForm
-from review.views import run_staff_action
+from review.views import reject_view, run_staff_action
 
 
 def _reencryption(request_id: int) -> ReencryptionRequest:
@@ -50,16 +49,11 @@ def reencryption_preflight_fragment(request, request_id: int):
     )
 
 
-def _run_reencryption_action(request, request_id, action, success: str):
-    return run_staff_action(
-        request,
-        action,
-        success,
-        refused=services.ReencryptionRefused,
-        missing=ReencryptionRequest.DoesNotExist,
-        detail_url="reencryption:staff-detail",
-        request_id=request_id,
-    )
+DETAIL = "reencryption:staff-detail"
+
+
+def _run_reencryption_action(request, request_id: int, action, success: str):
+    return run_staff_action(request, action, success, detail_url=DETAIL, request_id=request_id)
 
 
 @account_rep_required
@@ -95,18 +89,4 @@ def reencryption_approve(request, request_id: int):
     )
 
 
-@account_rep_required
-@require_POST
-def reencryption_reject(request, request_id: int):
-    form = RejectRequestForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Give the customer a reason (at most 2,000 characters).")
-        return redirect("reencryption:staff-detail", request_id=request_id)
-    return _run_reencryption_action(
-        request,
-        request_id,
-        lambda: services.reject_reencryption_request(
-            request_id=request_id, rep=request.user, reason=form.cleaned_data["reason"]
-        ),
-        "Request rejected; the customer sees your reason.",
-    )
+reencryption_reject = reject_view(services.reject_reencryption_request, detail_url=DETAIL)

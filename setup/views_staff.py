@@ -6,7 +6,7 @@ from django.views.decorators.http import require_POST
 
 from orgs.permissions import account_rep_required
 from review.forms import InternalNoteForm, RejectRequestForm
-from review.views import run_staff_action
+from review.views import reject_view, run_staff_action
 from setup import selectors, services
 from setup.models import SetupRequest
 from setup.preflight import start_preflight
@@ -28,15 +28,11 @@ def preflight_fragment(request, request_id: int):
     )
 
 
-def _run_action(request, request_id, action, success: str):
-    return run_staff_action(
-        request,
-        action,
-        success,
-        missing=SetupRequest.DoesNotExist,
-        detail_url="setup:staff-detail",
-        request_id=request_id,
-    )
+DETAIL = "setup:staff-detail"
+
+
+def _run_action(request, request_id: int, action, success: str):
+    return run_staff_action(request, action, success, detail_url=DETAIL, request_id=request_id)
 
 
 @account_rep_required
@@ -53,8 +49,9 @@ def request_claim(request, request_id: int):
 @account_rep_required
 @require_POST
 def request_preflight(request, request_id: int):
+    req = get_object_or_404(SetupRequest, pk=request_id)
+
     def start():
-        req = SetupRequest.objects.get(pk=request_id)
         start_preflight(setup_request=req, actor=request.user)
 
     return _run_action(request, request_id, start, "Preflight started.")
@@ -71,21 +68,7 @@ def request_provision(request, request_id: int):
     )
 
 
-@account_rep_required
-@require_POST
-def request_reject(request, request_id: int):
-    form = RejectRequestForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Give the customer a reason (at most 2,000 characters).")
-        return redirect("setup:staff-detail", request_id=request_id)
-    return _run_action(
-        request,
-        request_id,
-        lambda: services.reject_setup_request(
-            request_id=request_id, rep=request.user, reason=form.cleaned_data["reason"]
-        ),
-        "Request rejected; the customer sees your reason.",
-    )
+request_reject = reject_view(services.reject_setup_request, detail_url=DETAIL)
 
 
 @account_rep_required
@@ -94,7 +77,7 @@ def request_note(request, request_id: int):
     form = InternalNoteForm(request.POST)
     if not form.is_valid():
         messages.error(request, "A note needs text (at most 4,000 characters).")
-        return redirect("setup:staff-detail", request_id=request_id)
+        return redirect(DETAIL, request_id=request_id)
     return _run_action(
         request,
         request_id,

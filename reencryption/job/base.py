@@ -300,7 +300,7 @@ def apply_updates(updates) -> None:
     with connection.cursor() as cursor:
         cursor.executemany(
             # The table name is the model's own, quoted; every value is a bound parameter.
-            f"UPDATE {table} SET ciphertext = %s, data_key_id = %s "  # noqa: S608
+            f"UPDATE {table} SET ciphertext = %s, data_key_id = %s "  # noqa: S608  # nosec B608
             "WHERE id = %s AND version = %s AND data_key_id = %s",
             [
                 (blob, new_dek, pk, version, old_dek)

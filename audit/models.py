@@ -80,6 +80,13 @@ class AuditEvent(models.Model):
     error_code = models.CharField(max_length=100, blank=True)
     request_id = models.CharField(max_length=100, blank=True)
     record = models.JSONField(help_text="The whole CloudTrail record, as recorded.")
+    # How ``hash`` was computed from the record (``audit.chain.link_hash``): 1 = Python's
+    # json.dumps text (links written before RFC 8785), 2 = RFC 8785 canonical JSON. Old links
+    # keep their format so they stay verifiable.
+    hash_format = models.PositiveSmallIntegerField(default=1, editable=False)
+    # Provenance of an imported event: the customer's log file it came from
+    # ("s3://bucket/key"); empty for what the portal itself recorded.
+    imported_from = models.CharField(max_length=1100, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 

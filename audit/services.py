@@ -65,6 +65,7 @@ def record_event(
     event_time=None,
     event_id: str | None = None,
     record: dict | None = None,
+    imported_from: str = "",
 ) -> AuditEvent:
     """Append one event to its organization's chain, inside the caller's transaction.
 
@@ -133,6 +134,7 @@ def record_event(
             error_code=(record.get("errorCode") or "")[:100],
             request_id=(record.get("requestID") or "")[:100],
             record=record,
+            imported_from=imported_from[:1100],
         )
         ChainHead.objects.filter(pk=head.pk).update(sequence=sequence, head_hash=digest)
     return event

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import transaction
 
 from audit.models import AuditEvent
 from audit.services import record_event
@@ -86,10 +87,21 @@ _SECRET_PARAMETERS = frozenset(
 
 
 def recorder_for(org) -> Callable[[aws.KmsCall], None]:
-    """An ``on_call`` callback for ``connections.aws``: each call becomes a key-usage event."""
+    """An ``on_call`` callback for ``connections.aws``: each call becomes a key-usage event,
+    committed on its own as soon as AWS has answered.
+
+    The call really happened in the customer's account whatever the caller does next, so its
+    record must not share the fate of the caller's transaction: a rollback would erase the
+    record of a call CloudTrail still shows (and the reconciliation would flag it as a call
+    the vendor cannot explain). ``durable=True`` makes that a rule: calling AWS with this
+    recorder inside a transaction fails loudly instead of silently tying the record to it.
+    The re-encryption job, which batches its calls, writes them with ``record_key_usage`` in a
+    transaction of their own before its checkpoint (``reencryption.job.audit``).
+    """
 
     def record(call: aws.KmsCall) -> None:
-        record_key_usage(org=org, call=call)
+        with transaction.atomic(durable=True):
+            record_key_usage(org=org, call=call)
 
     return record
 

@@ -27,7 +27,7 @@ def record_calls(org, job_id: int, calls: list[aws.KmsCall]) -> None:
     if not calls:
         return
     kms = sum(1 for c in calls if c.service == "kms.amazonaws.com")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):  # committed here, never inside a caller's transaction
         if kms:
             ReencryptionJob.objects.filter(pk=job_id).update(kms_calls=F("kms_calls") + kms)
         for call in calls:

@@ -210,3 +210,14 @@ def test_real_calls_through_keys_aws_are_recorded(customer_aws, org):
     assert [e.key_arn for e in events] == ["", key_arn, key_arn]
     dumped = json.dumps([e.record for e in events])
     assert plaintext.hex() not in dumped
+
+
+def test_a_call_recorded_inside_a_callers_transaction_is_refused_not_tied_to_it(org):
+    """The record of a call that happened must not roll back with the caller's work: the
+    recorder commits on its own, and calling AWS inside a transaction is a loud error."""
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError, match="durable"):
+        with transaction.atomic():
+            recorder_for(org)(kms_call())
+    assert not AuditEvent.objects.filter(organization=org).exists()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
@@ -39,6 +39,7 @@ from audit.chain import (
     verify_links,
 )
 from audit.models import AuditEvent, ChainDigest, ChainHead
+from audit.provenance import provenance_of
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _links(chain: str, *, first: int, last: int | None = None):
         qs = qs.filter(sequence__lte=last)
     return (
         qs.order_by("sequence")
-        .values_list("sequence", "prev_hash", "hash", "event_id", "record")
+        .values_list("sequence", "prev_hash", "hash", "event_id", "record", "hash_format")
         .iterator(chunk_size=2000)
     )
 
@@ -247,11 +248,56 @@ def digests_for_export(*, org, events_first_sequence: int, events_last_sequence:
 
 
 def chain_entry(event: AuditEvent) -> dict:
+    """An event's link as exports carry it (docs/audit-format.md)."""
     return {
         "eventID": str(event.event_id),
         "sequence": event.sequence,
         "prevHash": event.prev_hash,
         "hash": event.hash,
+        "hashFormat": event.hash_format,
+        "provenance": provenance_of(kind=event.kind, imported_from=event.imported_from),
+    }
+
+
+#: The beat entry that signs digests (``CELERY_BEAT_SCHEDULE``).
+DIGEST_BEAT_ENTRY = "audit-sign-digests"
+
+
+def digest_interval() -> timedelta | None:
+    """How often digests are signed, when the beat schedule says so as an interval."""
+    schedule = settings.CELERY_BEAT_SCHEDULE[DIGEST_BEAT_ENTRY]["schedule"]
+    if isinstance(schedule, timedelta):
+        return schedule
+    if isinstance(schedule, int | float):
+        return timedelta(seconds=schedule)
+    run_every = getattr(schedule, "run_every", None)  # celery.schedules.schedule
+    return run_every if isinstance(run_every, timedelta) else None
+
+
+def digest_schedule(*, now: datetime | None = None) -> dict:
+    """When the next digest is expected, for exports: the verifier tells the reader.
+
+    The beat runs every interval after its last run; the newest digest of any chain marks a
+    run, so the next one is the first whole interval after it that lies ahead (an estimate: a
+    run that signed nothing, because no chain moved, leaves no mark; with no digest at all,
+    one interval from now).
+    """
+    now = (now or timezone.now()).replace(microsecond=0)
+    interval = digest_interval()
+    if interval is None or interval.total_seconds() <= 0:
+        return {"intervalSeconds": None, "nextDigestAt": None}
+    last_run = (
+        ChainDigest.objects.filter(signed_at__lte=now)
+        .order_by("-pk")  # the newest digest, by the primary key's index
+        .values_list("signed_at", flat=True)
+        .first()
+    )
+    next_run = last_run or now
+    periods = (now - next_run) // interval + 1
+    next_run = next_run + periods * interval
+    return {
+        "intervalSeconds": int(interval.total_seconds()),
+        "nextDigestAt": _utc_text(next_run),
     }
 
 
@@ -261,7 +307,7 @@ def export_document(
     """An unfiltered JSON export of one org's chain (or a stretch of it), oldest first.
 
     The same shape as the audit log's ``?format=json`` export (``audit/export.py``):
-    ``{"Records", "ChainName", "Chain", "Digests"}``. For tests and support.
+    ``{"Records", "ChainName", "Chain", "Digests", "DigestSchedule"}``. For tests and support.
     """
     events = AuditEvent.objects.filter(chain=chain_name_for(org.pk)).order_by("sequence")
     if first_sequence is not None:
@@ -283,6 +329,7 @@ def export_document(
         "ChainName": chain_name_for(org.pk),
         "Chain": [chain_entry(e) for e in events],
         "Digests": digests,
+        "DigestSchedule": digest_schedule(),
     }
 
 
@@ -438,7 +485,7 @@ def _link_beyond_head(chain: str) -> ChainBreak | None:
 
 
 def _digest_mismatch(link, signed: dict, found: list) -> bool:
-    sequence, _prev, stored_hash, event_id, _record = link
+    sequence, _prev, stored_hash, event_id, _record, _format = link
     digest = signed.get(sequence)
     if digest is not None and digest.head_hash != stored_hash:
         found.append(

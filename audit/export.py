@@ -13,17 +13,22 @@ read. A filtered export first narrows the stretch of chain to read (the lowest a
 matching link, from the filter's own index). The record is read as the database's JSON text,
 so it is never decoded and re-encoded in Python.
 
-The JSON export is ``{"Records": [...], "ChainName": ..., "Chain": [...], "Digests": [...]}``:
-``Records`` are exactly the stored CloudTrail records (what the ingestion reads back);
-``Chain`` lists each exported record's link (``eventID``, ``sequence``, ``prevHash``,
-``hash``) in the same order, for offline verification (a filtered export has gaps by design:
-``--allow-gaps``); ``Digests`` are the signed chain-head digests within the exported range
-(``audit.digests``, when installed). Both passes stop at the chain head as it was when the
-export started, so they cover the same events even while new ones are recorded.
+The JSON export is ``{"Records": [...], "ChainName": ..., "Chain": [...], "Digests": [...],
+"DigestSchedule": {...}}`` (docs/audit-format.md): ``Records`` are exactly the stored
+CloudTrail records (what the ingestion reads back); ``Chain`` lists each exported record's
+link (``eventID``, ``sequence``, ``prevHash``, ``hash``, ``hashFormat``) and its
+``provenance`` in the same order, for offline verification (a filtered export has gaps by
+design: ``--allow-gaps``); ``Digests`` are the signed chain-head digests within the exported
+range; ``DigestSchedule`` says when the next digest is due, so the verifier can tell the
+reader when the newest events will be vouched for. Both passes stop at the chain head as it
+was when the export started, so they cover the same events even while new ones are recorded.
+The provenance travels beside the record, never inside it: a record imported from the
+customer's trail is kept exactly as their trail wrote it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -38,6 +43,7 @@ from audit import selectors
 from audit.chain import chain_name_for
 from audit.filters import AuditFilters
 from audit.models import AuditEvent
+from audit.provenance import provenance_label, provenance_of
 from audit.services import record_event
 
 logger = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ CSV_COLUMNS = [
     "eventTime",
     "eventID",
     "kind",
+    "provenance",
     "eventSource",
     "eventName",
     "principal",
@@ -126,6 +133,7 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
         "event_time",
         "event_id",
         "kind",
+        "imported_from",
         "event_source",
         "event_name",
         "principal",
@@ -135,9 +143,14 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
         "request_id",
         "record_text",
     )
+    # Computed once per (kind, file): an export repeats few of them.
+    label = functools.cache(
+        lambda kind, imported_from: provenance_label(kind=kind, imported_from=imported_from)
+    )
     for rows in batches(selectors.with_record_text(queryset), fields):
         yield "".join(
-            f"{_iso(time)},{event_id},{kind},{_cell(source)},{_cell(name)},"
+            f"{_iso(time)},{event_id},{kind},{_cell(label(kind, imported_from))},"
+            f"{_cell(source)},{_cell(name)},"
             f"{_cell(principal)},{_cell(key_arn)},{_cell(region)},{_cell(error)},"
             f"{_cell(request_id)},{sequence},{_quoted(record)}\r\n"
             for (
@@ -145,6 +158,7 @@ def csv_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
                 time,
                 event_id,
                 kind,
+                imported_from,
                 source,
                 name,
                 principal,
@@ -172,15 +186,37 @@ def json_chunks(*, org, filters: AuditFilters, upper: int) -> Iterator[str]:
     yield '],"ChainName":' + json.dumps(chain_name_for(org.pk)) + ',"Chain":['
     separator = ""
     if queryset is not None:
-        for rows in batches(queryset, ("event_id", "prev_hash", "hash")):
+        provenance = functools.cache(
+            lambda kind, imported_from: json.dumps(
+                provenance_of(kind=kind, imported_from=imported_from), separators=(",", ":")
+            )
+        )
+        fields = ("event_id", "prev_hash", "hash", "hash_format", "kind", "imported_from")
+        for rows in batches(queryset, fields):
             yield separator + ",".join(
                 f'{{"eventID":"{event_id}","sequence":{sequence},'
-                f'"prevHash":"{prev_hash}","hash":"{digest}"}}'
-                for sequence, event_id, prev_hash, digest in rows
+                f'"prevHash":"{prev_hash}","hash":"{digest}","hashFormat":{hash_format},'
+                f'"provenance":{provenance(kind, imported_from)}}}'
+                for sequence, event_id, prev_hash, digest, hash_format, kind, imported_from in rows
             )
             separator = ","
     digests = _digests(org=org, first=first_sequence, last=last_sequence)
-    yield '],"Digests":' + json.dumps(digests, default=str) + "}"
+    yield '],"Digests":' + json.dumps(digests, default=str)
+    yield ',"DigestSchedule":' + json.dumps(_digest_schedule()) + "}"
+
+
+def _digest_schedule() -> dict:
+    """When the next digest is due (informational: the verifier tells the reader)."""
+    unknown = {"intervalSeconds": None, "nextDigestAt": None}
+    try:
+        from audit.digests import digest_schedule
+    except ImportError:
+        return unknown
+    try:
+        return digest_schedule()
+    except Exception:
+        logger.exception("audit export: the digest schedule could not be read")
+        return unknown
 
 
 def _digests(*, org, first: int | None, last: int | None) -> list:

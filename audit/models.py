@@ -15,7 +15,17 @@ class ImmutableEventError(Exception):
 
 
 class AuditEventQuerySet(models.QuerySet):
+    """Inserts and reads only. Also the base manager's queryset (``Meta.base_manager_name``), so
+    ``AuditEvent._base_manager`` and Django's own save path (``_update``) refuse changes too.
+    On PostgreSQL a trigger refuses UPDATE and DELETE as well (migration 0007)."""
+
     def update(self, **kwargs):
+        raise ImmutableEventError("Audit events cannot be changed.")
+
+    def _update(self, values):
+        raise ImmutableEventError("Audit events cannot be changed.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
         raise ImmutableEventError("Audit events cannot be changed.")
 
     def delete(self):
@@ -25,7 +35,9 @@ class AuditEventQuerySet(models.QuerySet):
         """The one deletion path, reserved for ``audit.retention``: a raw ``DELETE``.
 
         Retention deletes a prefix of a chain, records the new base in its :class:`ChainHead`
-        and audits the purge in the same transaction. Nothing else may call this.
+        and audits the purge in the same transaction. Nothing else may call this. On
+        PostgreSQL the caller must first open the trigger's door for its transaction
+        (``audit.retention.allow_retention_delete``).
         """
         return self.order_by()._raw_delete(self.db)
 
@@ -83,7 +95,7 @@ class AuditEvent(models.Model):
     # How ``hash`` was computed from the record (``audit.chain.link_hash``): 1 = Python's
     # json.dumps text (links written before RFC 8785), 2 = RFC 8785 canonical JSON. Old links
     # keep their format so they stay verifiable.
-    hash_format = models.PositiveSmallIntegerField(default=1, editable=False)
+    hash_format = models.PositiveSmallIntegerField(default=1, db_default=1, editable=False)
     # Provenance of an imported event: the customer's log file it came from
     # ("s3://bucket/key"); empty for what the portal itself recorded.
     imported_from = models.CharField(max_length=1100, blank=True, editable=False)
@@ -92,6 +104,7 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-event_time", "-id"]
+        base_manager_name = "objects"
         constraints = [
             models.UniqueConstraint(fields=["chain", "sequence"], name="auditevent_chain_link"),
             # event_id first: the same index serves look-ups by event ID alone.
@@ -121,14 +134,22 @@ class AuditEvent(models.Model):
                 name="audit_org_errors",
             ),
             models.Index(fields=["request_id"], name="audit_request_id"),
+            # The vendor's calls recorded per day (reconciliation on the audit page).
+            models.Index(
+                fields=["organization", "event_time"],
+                condition=models.Q(kind="key-usage"),
+                name="audit_org_key_usage",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.event_name} at {self.event_time:%Y-%m-%d %H:%M:%S}"
 
     def save(self, *args, **kwargs):
-        if not self._state.adding:
+        if not self._state.adding or kwargs.get("force_update") or kwargs.get("update_fields"):
             raise ImmutableEventError("Audit events cannot be changed.")
+        # Always an INSERT: a new instance given an existing primary key must not overwrite it.
+        kwargs["force_insert"] = True
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
@@ -216,6 +237,9 @@ class IngestedFile(models.Model):
     records_duplicate = models.PositiveIntegerField(default=0)
     records_dropped = models.PositiveIntegerField(
         default=0, help_text="Not about this organization's keys or role, or past retention."
+    )
+    records_refused = models.PositiveIntegerField(
+        default=0, help_text="Claimed to be the portal's own events: never imported."
     )
     error = models.CharField(max_length=500, blank=True)
     processed_at = models.DateTimeField(auto_now_add=True)
@@ -305,3 +329,71 @@ class WebhookDelivery(models.Model):
     @property
     def badge_status(self) -> str:
         return {"pending": "pending", "delivered": "active", "failed": "failed"}[self.status]
+
+
+# --- The vendor's record of its calls, confirmed by the customer's CloudTrail ---------------
+
+
+class TrailCallMatch(models.Model):
+    """One call made with the vendor's role, as the customer's own CloudTrail shows it, and the
+    portal's key-usage event with the same request ID (empty: the portal has no record of the
+    call — an *unexplained* call, flagged as a possible misuse of the role).
+
+    Written by ``integrations.reconcile`` in the transaction that imports the trail event;
+    retention deletes a row with the first of its two events to go (``audit.retention``).
+    """
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="trail_call_matches"
+    )
+    request_id = models.CharField(max_length=100, blank=True)
+    event_name = models.CharField(max_length=100)
+    call_time = models.DateTimeField(help_text="The call's eventTime in the customer's trail.")
+    trail_event = models.OneToOneField(
+        AuditEvent, on_delete=models.PROTECT, related_name="trail_call_match"
+    )
+    portal_event = models.ForeignKey(
+        AuditEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The portal event's own time: confirmed calls are counted on the day the portal recorded
+    # them, the same day as the key-usage event they confirm.
+    recorded_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        "orgs.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    matched_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-call_time", "-id"]
+        constraints = [
+            # One row per call: a second trail record of the same request changes nothing.
+            models.UniqueConstraint(
+                fields=["organization", "request_id"],
+                condition=~models.Q(request_id=""),
+                name="trailcall_once_per_request",
+            )
+        ]
+        indexes = [
+            # Confirmed calls per day (recorded_at is empty for unexplained ones).
+            models.Index(fields=["organization", "recorded_at"], name="trailcall_confirmed"),
+            models.Index(
+                fields=["organization", "call_time"],
+                condition=models.Q(portal_event__isnull=True),
+                name="trailcall_unexplained",
+            ),
+            # The banner, on every page of an org admin: unacknowledged unexplained calls.
+            models.Index(
+                fields=["organization"],
+                condition=models.Q(portal_event__isnull=True, acknowledged_at__isnull=True),
+                name="trailcall_open_alerts",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "confirmed" if self.portal_event_id else "unexplained"
+        return f"{self.event_name} {self.request_id} ({state})"
+
+    @property
+    def is_confirmed(self) -> bool:
+        return self.portal_event_id is not None

@@ -12,18 +12,22 @@ which does not start at the genesis has such an event naming its base.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.digests import RETENTION_PURGE_EVENT, org_id_of
-from audit.models import AuditEvent, ChainDigest, ChainHead, WebhookDelivery
+from audit.models import AuditEvent, ChainDigest, ChainHead, TrailCallMatch, WebhookDelivery
 from audit.services import record_event, user_identity_for
 
 RETENTION_SYSTEM = "retention.byok-portal.vendor.example"
+#: The transaction-local PostgreSQL setting the immutability trigger lets DELETE through with.
+RETENTION_SETTING = "byok.audit_retention"
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,16 @@ def purge_chain(*, chain: str, cutoff: datetime, batch_size: int) -> PurgeResult
         return None
     # Operational rows that point at the links go first (delivery log, digests of them).
     WebhookDelivery.objects.filter(event__chain=chain, event__sequence__lte=last_sequence).delete()
+    # A reconciliation row goes with the first of its two events (trail call, portal record).
+    TrailCallMatch.objects.filter(
+        Q(trail_event__chain=chain, trail_event__sequence__lte=last_sequence)
+        | Q(portal_event__chain=chain, portal_event__sequence__lte=last_sequence)
+    ).delete()
     ChainDigest.objects.filter(chain=chain, sequence__lte=last_sequence).delete()
-    deleted = AuditEvent.objects.filter(
-        chain=chain, sequence__lte=last_sequence
-    ).purge_for_retention()
+    with allow_retention_delete():
+        deleted = AuditEvent.objects.filter(
+            chain=chain, sequence__lte=last_sequence
+        ).purge_for_retention()
     new_base = last_sequence + 1
     ChainHead.objects.filter(pk=head.pk).update(base_sequence=new_base, base_prev_hash=last_hash)
     org_id = org_id_of(chain)
@@ -93,6 +103,23 @@ def purge_chain(*, chain: str, cutoff: datetime, batch_size: int) -> PurgeResult
         cutoff=cutoff,
         event=event,
     )
+
+
+@contextmanager
+def allow_retention_delete():
+    """Open the PostgreSQL trigger that refuses DELETE on audit events (migration 0007) for the
+    one statement of the block: a transaction-local setting, closed again right after."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        yield
+        return
+    # A failure inside rolls the savepoint back, and the setting with it.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, 'on', true)", [RETENTION_SETTING])
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, 'off', true)", [RETENTION_SETTING])
 
 
 def _organization(org_id: int | None):

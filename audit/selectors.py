@@ -6,15 +6,17 @@ here accepts an event or a query that is not already narrowed to that organizati
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import Count, Max, Min, Q, QuerySet, TextField
-from django.db.models.functions import Cast, TruncDay, TruncHour
+from django.db.models.functions import Cast, Coalesce, TruncDate, TruncDay, TruncHour
 from django.shortcuts import get_object_or_404
 
 from audit.chain import chain_name_for
 from audit.filters import AuditFilters
-from audit.models import AuditEvent, ChainHead
+from audit.models import AuditEvent, ChainHead, CloudTrailSource, TrailCallMatch
+from orgs.selectors import orgs_administered_by
 
 
 def events_of(org) -> QuerySet[AuditEvent]:
@@ -114,3 +116,131 @@ def chain_head_sequence(*, org) -> int:
     """The number of links in the org's chain right now (0 before its first event)."""
     head = ChainHead.objects.filter(chain=chain_name_for(org.pk)).values_list("sequence", flat=True)
     return head.first() or 0
+
+
+# --- The vendor's calls, confirmed by the customer's CloudTrail -------------------------------
+
+RECONCILIATION_DAYS = 14
+#: AWS: CloudTrail delivers an event's log file within about 15 minutes of the call.
+TRAIL_DELIVERY_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class CallsOfDay:
+    day: date
+    recorded: int  # the portal's key-usage events (its own record of its calls)
+    confirmed: int  # of those, the ones the customer's trail shows
+    unexplained: int  # calls with the vendor's role in the trail the portal has no record of
+
+    @property
+    def awaiting(self) -> int:
+        """Recorded calls the imported trail does not show (yet)."""
+        return max(self.recorded - self.confirmed, 0)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    days: list[CallsOfDay]  # newest first
+    trail_source: CloudTrailSource | None
+
+    trail_delivery_minutes: int = TRAIL_DELIVERY_MINUTES
+
+    @property
+    def recorded(self) -> int:
+        return sum(d.recorded for d in self.days)
+
+    @property
+    def confirmed(self) -> int:
+        return sum(d.confirmed for d in self.days)
+
+    @property
+    def awaiting(self) -> int:
+        return sum(d.awaiting for d in self.days)
+
+    @property
+    def unexplained(self) -> int:
+        return sum(d.unexplained for d in self.days)
+
+
+def _per_day(queryset: QuerySet, field: str) -> dict[date, int]:
+    rows = (
+        queryset.order_by()
+        .annotate(day=TruncDate(field, tzinfo=UTC))
+        .values("day")
+        .annotate(n=Count("*"))
+        .values_list("day", "n")
+    )
+    return dict(rows)
+
+
+def vendor_calls_by_day(*, org, now: datetime, days: int = RECONCILIATION_DAYS) -> Reconciliation:
+    """Per UTC day of the last ``days``: the vendor's calls recorded, confirmed by the customer's
+    trail, and the trail's unexplained calls: two aggregates on partial indexes
+    (``audit_org_key_usage``; ``trailcall_confirmed`` + ``trailcall_unexplained``), never a scan
+    of the org's events."""
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    start = datetime.combine(first, time(0), tzinfo=UTC)
+    recorded = _per_day(
+        AuditEvent.objects.filter(
+            organization=org, kind=AuditEvent.Kind.KEY_USAGE, event_time__gte=start
+        ),
+        "event_time",
+    )
+    # One pass over the org's matches: a confirmed call counts on the day the portal recorded
+    # it (recorded_at), an unexplained one on its day in the trail (call_time, recorded_at
+    # empty) — each on its own partial index.
+    matches = list(
+        TrailCallMatch.objects.filter(organization=org)
+        .filter(Q(recorded_at__gte=start) | Q(portal_event__isnull=True, call_time__gte=start))
+        .order_by()
+        .annotate(day=TruncDate(Coalesce("recorded_at", "call_time"), tzinfo=UTC))
+        .values("day")
+        .annotate(
+            confirmed=Count("id", filter=Q(portal_event__isnull=False)),
+            unexplained=Count("id", filter=Q(portal_event__isnull=True)),
+        )
+        .values_list("day", "confirmed", "unexplained")
+    )
+    confirmed = {day: n for day, n, _ in matches}
+    unexplained = {day: n for day, _, n in matches}
+    return Reconciliation(
+        days=[
+            CallsOfDay(
+                day=day,
+                recorded=recorded.get(day, 0),
+                confirmed=confirmed.get(day, 0),
+                unexplained=unexplained.get(day, 0),
+            )
+            for day in (today - timedelta(days=n) for n in range(days))
+        ],
+        trail_source=CloudTrailSource.objects.filter(organization=org).first(),
+    )
+
+
+def unexplained_call_banners(user) -> list[dict]:
+    """The portal-wide alert: for an org admin, each of their orgs with unexplained calls
+    nobody has acknowledged yet (one indexed aggregate; nobody else sees it)."""
+    if user is None or not user.is_authenticated:
+        return []
+    rows = (
+        TrailCallMatch.objects.filter(
+            organization__in=orgs_administered_by(user),
+            portal_event__isnull=True,
+            acknowledged_at__isnull=True,
+        )
+        .order_by()
+        .values("organization_id", "organization__name")
+        .annotate(count=Count("*"), newest=Max("call_time"), last_id=Max("id"))
+        .order_by("organization__name")
+    )
+    return [
+        {
+            "org_id": row["organization_id"],
+            "org_name": row["organization__name"],
+            "count": row["count"],
+            "newest": row["newest"],
+            "last_id": row["last_id"],
+        }
+        for row in rows
+    ]

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
-from audit.chain import chain_name_for, link_hash
+from audit.canonical import NotCanonicalizable
+from audit.chain import CURRENT_HASH_FORMAT, chain_name_for, link_hash_of_bytes, record_bytes
 
 # Chain verification lives with the digests (it honours retention bases and signed heads).
 from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
@@ -15,6 +16,10 @@ from audit.models import AuditEvent, ChainHead
 EVENT_VERSION = "1.09"
 PORTAL_EVENT_SOURCE = "byok.portal.vendor.example"
 PORTAL_USER_AGENT = "byok-portal"
+
+
+class UnstorableRecord(NotCanonicalizable):
+    """The record cannot be stored and hashed faithfully; nothing was written."""
 
 
 def user_identity_for(user=None, *, kind: str | None = None, system: str | None = None) -> dict:
@@ -101,6 +106,11 @@ def record_event(
             record["errorMessage"] = error_message
     else:
         event_time = event_time or parse_event_time(record.get("eventTime"))
+    try:
+        # Refused before the chain is touched: a link must re-hash from what the store gives back.
+        body = record_bytes(record, hash_format=CURRENT_HASH_FORMAT)
+    except NotCanonicalizable as exc:
+        raise UnstorableRecord(f"The audit record cannot be stored faithfully: {exc}.") from exc
     identity = record.get("userIdentity") or {}
     key_arn = next(
         (
@@ -116,13 +126,16 @@ def record_event(
         # get_or_create may have inserted without the lock on a brand-new chain; lock it now.
         head = ChainHead.objects.select_for_update(no_key=True).get(pk=head.pk)
         sequence = head.sequence + 1
-        digest = link_hash(chain=chain, sequence=sequence, prev_hash=head.head_hash, record=record)
+        digest = link_hash_of_bytes(
+            chain=chain, sequence=sequence, prev_hash=head.head_hash, body=body
+        )
         event = AuditEvent.objects.create(
             organization=org,
             chain=chain,
             sequence=sequence,
             prev_hash=head.head_hash,
             hash=digest,
+            hash_format=CURRENT_HASH_FORMAT,
             kind=kind,
             event_id=record["eventID"],
             event_time=event_time,

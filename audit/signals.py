@@ -1,7 +1,7 @@
-"""Sign-in events: login, logout and failed login are audited like CloudTrail's ConsoleLogin."""
+"""Sign-in events: login and logout are audited like CloudTrail's ConsoleLogin (failed
+sign-ins, counted per address and window, by ``security.failed_sign_ins``)."""
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.dispatch import receiver
 
 from audit.request_context import client_ip, user_agent
@@ -43,17 +43,4 @@ def record_logout(sender, request, user, **kwargs):
         _record_sign_in(event_name="ConsoleLogout", user=user, request=request, outcome="Success")
 
 
-@receiver(user_login_failed)
-def record_failed_login(sender, credentials, request=None, **kwargs):
-    # Never record the attempted password; Django already masks it in ``credentials``.
-    email = (credentials.get("username") or credentials.get("email") or "")[:254]
-    user = get_user_model().objects.filter(email__iexact=email).first() if email else None
-    identity = {"type": "PortalUser", "userName": email} if email else {"type": "Unknown"}
-    _record_sign_in(
-        event_name="ConsoleLogin",
-        user=user,
-        request=request,
-        outcome="Failure",
-        identity=identity,
-        error="Incorrect e-mail address or password.",
-    )
+# Failed sign-ins are counted per address and window by security.failed_sign_ins.

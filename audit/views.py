@@ -15,6 +15,7 @@ from audit.chart import build_chart, chart_window
 from audit.filters import KNOWN_EVENT_SOURCES, KNOWN_REGIONS, AuditFilterForm
 from audit.models import AuditEvent
 from audit.pagination import InvalidCursor, decode_cursor, keyset_page
+from audit.provenance import CUSTOMER_TRAIL, origin_of, provenance_label
 from audit.request_context import client_ip, user_agent
 from orgs.permissions import org_admin_required
 
@@ -34,6 +35,7 @@ def org_audit(request, org):
         "known_sources": KNOWN_EVENT_SOURCES,
         "known_regions": KNOWN_REGIONS,
         "page": None,  # stays None while the filters are not valid
+        "reconciliation": selectors.vendor_calls_by_day(org=org, now=timezone.now()),
     }
     if form.is_valid():
         filters = form.filters()
@@ -79,6 +81,7 @@ def _rows(events, *, org, query) -> list[dict]:
             "name": event.event_name,
             "kind": event.kind,
             "kind_label": KIND_LABELS.get(event.kind, event.kind),
+            **_provenance(event),
             "source": event.event_source,
             "principal": event.principal,
             "key_arn": event.key_arn,
@@ -88,6 +91,17 @@ def _rows(events, *, org, query) -> list[dict]:
         }
         for event in events
     ]
+
+
+def _provenance(event) -> dict:
+    """Who wrote the event down: the portal, or the customer's trail (and which file)."""
+    imported = origin_of(event.kind) == CUSTOMER_TRAIL
+    return {
+        "imported": imported,
+        "provenance": provenance_label(kind=event.kind),
+        "imported_from": event.imported_from if imported else "",
+        "imported_file": event.imported_from.rsplit("/", 1)[-1] if imported else "",
+    }
 
 
 def _cursor(request, name):
@@ -128,6 +142,7 @@ def org_audit_event(request, org, event_id):
             "org": org,
             "event": event,
             "record_json": json.dumps(event.record, indent=2, ensure_ascii=False),
+            **_provenance(event),
         },
     )
 

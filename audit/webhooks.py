@@ -1,14 +1,18 @@
 """SIEM delivery: every event of an organization POSTed to its webhook, signed, with retries.
 
-Each event is sent as CloudTrail JSON — ``{"Records": [<the record>]}``, the shape of a
-CloudTrail log file, so SIEM parsers for CloudTrail take it as is — with these headers:
+Each event is sent as CloudTrail JSON with its provenance beside the record::
 
-* ``X-BYOK-Timestamp``: Unix seconds when this attempt was signed;
-* ``X-BYOK-Signature``: ``sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``;
-* ``X-BYOK-Event-Id`` and ``X-BYOK-Delivery`` (stable across retries: receivers dedupe on it).
+    {"Records": [<the record>],
+     "Provenance": [{"eventID": ..., "origin": ..., "recordedByVendor": ..., "importedFrom": ...}]}
 
-A receiver recomputes the HMAC over the raw body, compares in constant time, and rejects a
-timestamp older than a few minutes (replay). Delivery is at least once.
+``Records`` is the shape of a CloudTrail log file, so SIEM parsers for CloudTrail take it as
+is; ``Provenance`` (``audit.provenance``) tells a portal action from a record imported from
+the customer's own trail, which keeps what that trail wrote (even a forged vendor identity).
+
+Requests are signed the Standard Webhooks way (``audit.webhook_signing``: ``webhook-id``,
+``webhook-timestamp``, ``webhook-signature: v1,<base64>``), so receivers verify them with an
+off-the-shelf library; docs/siem-webhooks.md is the receiver's guide. Delivery is at least
+once: receivers dedupe on ``webhook-id``.
 
 Reliability: an event's delivery row is written in the event's own transaction (a
 ``post_save`` receiver, connected when this module is imported) and a Celery task sends it
@@ -18,52 +22,41 @@ admin can retry it. A sweeper (beat, every minute) creates deliveries the hook m
 per-webhook cursor over the org's chain, whose sequence numbers commit in order — and re-sends
 deliveries whose retry got lost.
 
-The shared secret is stored encrypted with Fernet (a key derived from ``SECRET_KEY`` by HKDF
-unless ``AUDIT_WEBHOOK_ENCRYPTION_KEYS`` is set) and is never shown again after saving.
-
-Destinations: https only; plain http and loopback addresses only with
-``AUDIT_WEBHOOK_ALLOW_LOOPBACK`` (DEBUG and tests). Private, link-local and other non-public
-addresses are refused (SSRF) at save time for literal addresses and at every attempt after DNS
-resolution, unless ``AUDIT_WEBHOOK_ALLOW_PRIVATE_NETWORKS``. Redirects are not followed.
+Destinations (``audit.webhook_transport``): https only (plain http and loopback only with
+``AUDIT_WEBHOOK_ALLOW_LOOPBACK``); every address the name resolves to is checked against
+private ranges (also the IPv4 address a NAT64, 6to4 or mapped IPv6 address carries) and the
+request goes to the checked address, never through a second look-up. Redirects are not
+followed.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import http.client
-import ipaddress
 import json
 import logging
-import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 from django.utils import timezone
 
+from audit import webhook_transport
 from audit.chain import chain_name_for
 from audit.models import AuditEvent, ChainHead, WebhookDelivery, WebhookEndpoint
+from audit.provenance import provenance_of
 from audit.services import record_event
+from audit.webhook_signing import decrypt_secret, encrypt_secret, signed_headers
+from audit.webhook_transport import DestinationRefused, PostOutcome
 from core.errors import NotAllowed, NotFound
 from core.tasks import enqueue, enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "byok-portal-webhook/1"
-SIGNATURE_HEADER = "X-BYOK-Signature"
-TIMESTAMP_HEADER = "X-BYOK-Timestamp"
 #: A pending delivery whose attempt is this late is assumed lost and sent again.
 STALE_AFTER = timedelta(minutes=5)
 SWEEP_BATCH = 1000
@@ -78,171 +71,28 @@ class WebhookRefused(NotAllowed):
     """A webhook setting or action the portal refuses; the message is for the org admin."""
 
 
-class DestinationRefused(Exception):
-    """The URL resolves to an address deliveries may not go to."""
+def validate_webhook_url(url: str) -> str:
+    """The URL if deliveries may go there; :class:`WebhookRefused` with the reason otherwise."""
+    try:
+        webhook_transport.parse_destination(url)
+    except DestinationRefused as exc:
+        raise WebhookRefused(str(exc)) from exc
+    return (url or "").strip()
 
 
-# --- The secret, encrypted at rest -------------------------------------------------------------
-
-
-def _derived_fernet_key(secret: str) -> bytes:
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=b"byok-portal",
-        info=b"audit webhook shared secrets v1",
-    )
-    return base64.urlsafe_b64encode(hkdf.derive(secret.encode()))
-
-
-def _fernet() -> MultiFernet:
-    keys = list(settings.AUDIT_WEBHOOK_ENCRYPTION_KEYS)
-    if not keys:
-        keys = [
-            _derived_fernet_key(k)
-            for k in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-        ]
-    return MultiFernet([Fernet(k) for k in keys])
-
-
-def encrypt_secret(secret: str) -> str:
-    return _fernet().encrypt(secret.encode()).decode()
-
-
-def decrypt_secret(token: str) -> bytes:
-    return _fernet().decrypt(token.encode())
-
-
-def signature_for(*, secret: bytes, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex>``: HMAC-SHA256 over ``"<timestamp>.<body>"``."""
-    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
+def message_id_for(delivery_id: int) -> str:
+    """``webhook-id``: one per delivery, the same on every retry."""
+    return f"msg_{delivery_id}"
 
 
 def payload_for(event: AuditEvent) -> bytes:
-    return json.dumps({"Records": [event.record]}, separators=(",", ":")).encode()
-
-
-# --- Destinations ------------------------------------------------------------------------------
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if address.is_loopback:
-        return settings.AUDIT_WEBHOOK_ALLOW_LOOPBACK
-    if address.is_global:
-        return True
-    return settings.AUDIT_WEBHOOK_ALLOW_PRIVATE_NETWORKS and not address.is_multicast
-
-
-def validate_webhook_url(url: str) -> str:
-    """The URL if deliveries may go there; :class:`WebhookRefused` with the reason otherwise."""
-    url = (url or "").strip()
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 — raises ValueError for a bad port
-    except ValueError as exc:
-        raise WebhookRefused("Enter a valid URL.") from exc
-    if parts.scheme not in ("https", "http") or not host:
-        raise WebhookRefused("Enter an https:// URL.")
-    if parts.username or parts.password:
-        raise WebhookRefused("Leave credentials out of the URL: the shared secret signs requests.")
-    loopback = _is_loopback_host(host)
-    if loopback and not settings.AUDIT_WEBHOOK_ALLOW_LOOPBACK:
-        raise WebhookRefused("The webhook must be reachable on the internet.")
-    if parts.scheme == "http" and not loopback:
-        raise WebhookRefused("Use https:// — events are only sent over TLS.")
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None and not _address_allowed(literal):
-        raise WebhookRefused("The webhook must be reachable on the internet.")
-    return url
-
-
-def _check_destination(url: str) -> None:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise OSError(f"cannot resolve {parts.hostname}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not _address_allowed(address):
-            raise DestinationRefused(
-                f"{parts.hostname} resolves to {address}, which is not a public address."
-            )
-
-
-@dataclass(frozen=True)
-class PostOutcome:
-    ok: bool
-    status_code: int | None
-    error: str
-    permanent: bool = False
-
-
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    """A connection for ``url`` (through ``AUDIT_WEBHOOK_PROXY`` if set) and the request path."""
-    parts = urlsplit(url)
-    secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    proxy = urlsplit(settings.AUDIT_WEBHOOK_PROXY) if settings.AUDIT_WEBHOOK_PROXY else None
-    host, connect_port = (proxy.hostname, proxy.port or 3128) if proxy else (parts.hostname, port)
-    if secure:
-        connection = http.client.HTTPSConnection(
-            host, connect_port, timeout=timeout, context=ssl.create_default_context()
-        )
-    else:
-        connection = http.client.HTTPConnection(host, connect_port, timeout=timeout)
-    if proxy:
-        connection.set_tunnel(parts.hostname, port)
-    return connection, path
-
-
-def post_signed(*, url: str, secret: bytes, body: bytes, headers: dict) -> PostOutcome:
-    """One signed POST (stdlib ``http.client``: a timeout, TLS verified, no redirects)."""
-    try:
-        validate_webhook_url(url)
-        _check_destination(url)
-    except (WebhookRefused, DestinationRefused) as exc:
-        return PostOutcome(False, None, str(exc), permanent=True)
-    except OSError as exc:
-        return PostOutcome(False, None, str(exc))
-    timestamp = str(int(time.time()))
-    all_headers = {
-        **headers,
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: signature_for(secret=secret, timestamp=timestamp, body=body),
+    """The body: the record as recorded, and its provenance beside it (never inside it)."""
+    provenance = {
+        "eventID": str(event.event_id),
+        **provenance_of(kind=event.kind, imported_from=event.imported_from),
     }
-    connection, path = _connection(url, settings.AUDIT_WEBHOOK_TIMEOUT_S)
-    try:
-        connection.request("POST", path, body=body, headers=all_headers)
-        response = connection.getresponse()
-        detail = response.read(200).decode("utf-8", "replace").strip()
-        status = response.status
-    except (http.client.HTTPException, OSError) as exc:
-        return PostOutcome(False, None, f"{type(exc).__name__}: {exc}")
-    finally:
-        connection.close()
-    if 200 <= status < 300:
-        return PostOutcome(True, status, "")
-    # Redirects are not followed: the signed request was meant for this URL only.
-    return PostOutcome(False, status, f"HTTP {status} {response.reason} {detail}".strip()[:300])
+    body = {"Records": [event.record], "Provenance": [provenance]}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 # --- Tenant-scoped reads ---------------------------------------------------------------------
@@ -482,16 +332,15 @@ def attempt_delivery(*, delivery_id: int) -> AttemptResult:
             permanent=True,
         )
     else:
-        outcome = post_signed(
-            url=url,
+        body = payload_for(event)
+        # Signed afresh per attempt (receivers refuse old timestamps); same id every time.
+        headers = signed_headers(
             secret=secret,
-            body=payload_for(event),
-            headers={
-                "X-BYOK-Event-Id": str(event.event_id),
-                "X-BYOK-Delivery": str(delivery_id),
-                "X-BYOK-Attempt": str(attempt),
-            },
+            message_id=message_id_for(delivery_id),
+            timestamp=int(time.time()),
+            body=body,
         )
+        outcome = webhook_transport.post(url=url, body=body, headers=headers)
     return _record_outcome(delivery_id, attempt, outcome)
 
 

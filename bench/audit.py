@@ -21,6 +21,11 @@ Figures (server time through Django's test ``Client``: middleware, view, queries
 * ``admin_changelist_p95_ms`` — the AuditEvent changelist in the Django admin, as a superuser;
   ``admin_changelist_proposed_p95_ms`` with the changes proposed for ``audit/admin.py``
   (applied to this process only, see ``_proposed_admin_p95``).
+* ``reconcile_events_per_s`` — request IDs matched per second by
+  ``integrations.reconcile.reconcile_imported_events``: trail records of the organization's own
+  key-usage calls (``BENCH_AUDIT_RECONCILE_EVENTS``, default 20,000, the newest), matched by
+  request ID over the org's indexes and their matches written, in a transaction rolled back
+  afterwards (the seeded database is left as it was).
 * ``export_events_per_s`` / ``export_peak_rss_mb`` — the JSON export of the organization's
   whole log (Records, then Chain, then Digests), consumed as it streams; RSS sampled from
   ``/proc/self/status`` while it runs (``export_rss_growth_mb`` is the growth over the
@@ -60,6 +65,7 @@ from bench._audit_seed import (
 )
 
 SAMPLES = int(os.environ.get("BENCH_AUDIT_SAMPLES", "40"))
+RECONCILE_EVENTS = int(os.environ.get("BENCH_AUDIT_RECONCILE_EVENTS", "20000"))
 DEEP_PAGE = 1000
 
 
@@ -285,9 +291,75 @@ def _measure(org_id: int) -> dict:
     _explain("admin changelist", lambda: root_client.get(admin_url))
     figures["admin_changelist_proposed_p95_ms"] = _proposed_admin_p95(root_client, admin_url)
 
+    figures.update(_reconcile(org))
     figures.update(_export(client, url, org, "json"))
     figures.update(_export(client, url, org, "csv"))
     return figures
+
+
+def _reconcile(org) -> dict:
+    """``reconcile_events_per_s``: the customer's trail shows the org's newest key-usage calls;
+    how fast are they matched by request ID (and their matches written)?
+
+    The trail events are the org's seeded imported rows, given the records AWS would log for
+    those calls (same request ID and operation): the matches need real rows to point at. All
+    in one transaction, rolled back: the seeded database stays as it was.
+    """
+    import uuid
+
+    from django.db import transaction
+
+    from audit.models import AuditEvent
+    from connections.models import ByokConnection
+    from integrations.reconcile import reconcile_imported_events
+
+    calls = list(
+        AuditEvent.objects.filter(organization=org, kind=AuditEvent.Kind.KEY_USAGE)
+        .order_by("-event_time", "-id")
+        .values_list("request_id", "event_name", "event_source", "event_time")[:RECONCILE_EVENTS]
+    )
+    hosts = list(
+        AuditEvent.objects.filter(organization=org, kind=AuditEvent.Kind.INGESTED)
+        .order_by("-id")
+        .values_list("pk", flat=True)[: len(calls)]
+    )
+    identity = {"type": "AssumedRole", "arn": ROLE_ARN, "accountId": ACCOUNT}
+    events = [
+        AuditEvent(
+            pk=host,
+            organization=org,
+            kind=AuditEvent.Kind.INGESTED,
+            event_id=uuid.uuid4(),
+            event_time=moment,
+            event_source=source,
+            event_name=name,
+            request_id=request_id,
+            record={
+                "eventSource": source,
+                "eventName": name,
+                "requestID": request_id,
+                "userIdentity": identity,
+                "eventTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
+        for host, (request_id, name, source, moment) in zip(hosts, calls, strict=False)
+    ]
+    with transaction.atomic():
+        ByokConnection.objects.update_or_create(
+            organization=org, defaults={"aws_account_id": ACCOUNT, "location": "us"}
+        )
+        started = time.perf_counter()
+        result = reconcile_imported_events(org=org, events=events)
+        elapsed = time.perf_counter() - started
+        transaction.set_rollback(True)
+    if result.confirmed != len(events):
+        raise SystemExit(f"reconcile confirmed {result.confirmed} of {len(events)} calls")
+    log(f"reconciled {len(events):,} trail events in {elapsed:.2f} s")
+    return {
+        "reconcile_events": len(events),
+        "reconcile_s": round(elapsed, 2),
+        "reconcile_events_per_s": round(len(events) / elapsed) if elapsed else None,
+    }
 
 
 def _login_staff(client, user) -> None:

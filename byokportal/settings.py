@@ -73,6 +73,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who is acting, for the audit of staff changes made through model signals.
+    "security.middleware.CurrentRequestMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "core.middleware.DomainErrorMiddleware",
@@ -198,14 +200,29 @@ AXES_RESET_ON_SUCCESS = True
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "security.views.lockout_response"
 AXES_USERNAME_CALLABLE = "security.throttling.username_of"
-# REMOTE_ADDR, as the audit log records it: a trusted proxy must set it (X-Forwarded-For is
-# client-controlled).
+# Reverse proxies in front of gunicorn (e.g. 1 for the TLS proxy). Each one must append the
+# address it received the request from to X-Forwarded-For; the client is then the Nth address
+# from the right. 0: REMOTE_ADDR is the client (nothing in between). One function applies it
+# everywhere (audit.request_context.client_ip): the audit log, axes' lockouts, the throttles.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 AXES_CLIENT_IP_CALLABLE = "security.throttling.client_ip"
+# axes' own (django-ipware) settings, never used while the callable above is set: kept equal to
+# it so that removing the callable cannot silently trust the client's leftmost address.
+AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT or None
+AXES_IPWARE_PROXY_ORDER = "right-most"
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if TRUSTED_PROXY_COUNT else ("REMOTE_ADDR",)
+)
 # Sign-ins are in the audit log already; axes keeps only the failures it counts.
 AXES_DISABLE_ACCESS_LOG = True
 # Masked in what axes stores of a failed attempt (it always masks "password").
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code", "csrfmiddlewaretoken"]
 AXES_VERBOSE = False  # no start-up banner in every process's log
+
+# Failed sign-ins (and wrong one-time codes) are audited as one counted event per e-mail address
+# and window: the first failure at once, the rest with their count when the window closes
+# (security/failed_sign_ins.py). Bounds what anyone can add to a tenant's log and SIEM feed.
+SIGN_IN_FAILURE_WINDOW_S = env.int("SIGN_IN_FAILURE_WINDOW_S", default=300)
 
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="BYOK Portal")
 # Seconds a re-authentication stays fresh for destructive actions (revoke, re-encryption).
@@ -264,6 +281,11 @@ CELERY_BEAT_SCHEDULE = {
     "dataplane-read-checks": {
         "task": "dataplane.tasks.check_all_app_reads",
         "schedule": timedelta(seconds=READ_CHECK_INTERVAL_S),
+    },
+    # Writes the counted event of each closed window of failed sign-ins.
+    "security-failed-sign-ins": {
+        "task": "security.tasks.report_closed_failure_windows",
+        "schedule": timedelta(minutes=1),
     },
 }
 
@@ -413,7 +435,8 @@ CELERY_BEAT_SCHEDULE.update(
         },
         "audit-sign-digests": {
             "task": "audit.tasks.sign_chain_digests",
-            "schedule": timedelta(hours=1),
+            # Exports say when the next digest is due (audit.digests.digest_schedule).
+            "schedule": timedelta(seconds=env.float("AUDIT_DIGEST_INTERVAL_S", default=3600.0)),
         },
         "audit-verify-chains": {
             "task": "audit.tasks.verify_audit_chains",

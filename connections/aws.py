@@ -27,147 +27,22 @@ import botocore.exceptions
 import botocore.session
 from django.conf import settings
 
-# --- Named causes -----------------------------------------------------------------------
-
-
-class AwsError(Exception):
-    """A failed AWS call, classified. ``cause`` is a stable machine name for the failure."""
-
-    cause = "aws-error"
-    transient = False
-
-    def __init__(self, message: str, *, region: str = "", code: str = "", operation: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.region = region
-        self.code = code
-        self.operation = operation
-
-
-class RoleUnavailable(AwsError):
-    """AssumeRole refused: the role is missing or its trust policy does not let us in."""
-
-    cause = "role-unavailable"
-
-
-class AccessDenied(AwsError):
-    cause = "access-denied"
-
-
-class KeyNotFound(AwsError):
-    cause = "key-not-found"
-
-
-class KeyDisabled(AwsError):
-    cause = "key-disabled"
-
-
-class KeyInvalidState(AwsError):
-    """Pending deletion, pending import, unavailable …"""
-
-    cause = "key-invalid-state"
-
-
-class InvalidCiphertext(AwsError):
-    """The wrapped key does not match this key or encryption context."""
-
-    cause = "invalid-ciphertext"
-
-
-class InvalidRequest(AwsError):
-    cause = "invalid-request"
-
-
-class Throttled(AwsError):
-    cause = "throttled"
-    transient = True
-
-
-class Unreachable(AwsError):
-    """Timeouts, connection failures and AWS-side 5xx errors."""
-
-    cause = "unreachable"
-    transient = True
-
-
-class ObjectNotFound(AwsError):
-    """S3: the bucket or the object does not exist (``NoSuchBucket``, ``NoSuchKey``)."""
-
-    cause = "object-not-found"
-
-
-class ObjectTooLarge(AwsError):
-    """S3: the object is larger than the caller accepts; it was not downloaded."""
-
-    cause = "object-too-large"
-
-
-# Errors that mean "the customer has taken access away": these revoke at once.
-REVOKING_CAUSES = (AccessDenied, RoleUnavailable, KeyDisabled, KeyInvalidState, KeyNotFound)
-
-_CODE_TO_ERROR: dict[str, type[AwsError]] = {
-    "AccessDenied": AccessDenied,
-    "AccessDeniedException": AccessDenied,
-    "NotFoundException": KeyNotFound,
-    "DisabledException": KeyDisabled,
-    "KMSInvalidStateException": KeyInvalidState,
-    "InvalidCiphertextException": InvalidCiphertext,
-    "IncorrectKeyException": InvalidCiphertext,
-    "InvalidKeyUsageException": InvalidRequest,
-    "ValidationException": InvalidRequest,
-    "InvalidParameterValue": InvalidRequest,
-    "ThrottlingException": Throttled,
-    "Throttling": Throttled,
-    "RequestLimitExceeded": Throttled,
-    "LimitExceededException": Throttled,
-    "TooManyRequestsException": Throttled,
-    "KMSInternalException": Unreachable,
-    "DependencyTimeoutException": Unreachable,
-    "InternalFailure": Unreachable,
-    "ServiceUnavailable": Unreachable,
-}
-
-
-def classify(exc: Exception, *, region: str = "", operation: str = "") -> AwsError:
-    """Map a botocore exception to a named cause."""
-    if isinstance(exc, AwsError):
-        return exc
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "")
-        message = error.get("Message", "") or code
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if operation == "AssumeRole" and code in ("AccessDenied", "AccessDeniedException"):
-            return RoleUnavailable(message, region=region, code=code, operation=operation)
-        err_cls = _CODE_TO_ERROR.get(code)
-        if err_cls is None:
-            err_cls = Unreachable if status >= 500 else AwsError
-        return err_cls(message, region=region, code=code, operation=operation)
-    if isinstance(
-        exc,
-        (
-            botocore.exceptions.ConnectionError,
-            botocore.exceptions.ReadTimeoutError,
-            botocore.exceptions.ConnectTimeoutError,
-            botocore.exceptions.HTTPClientError,
-        ),
-    ):
-        return Unreachable(
-            f"AWS did not answer in time ({type(exc).__name__}).",
-            region=region,
-            code=type(exc).__name__,
-            operation=operation,
-        )
-    if isinstance(exc, botocore.exceptions.ParamValidationError):
-        return InvalidRequest(
-            str(exc), region=region, code="ParamValidationError", operation=operation
-        )
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return AwsError("The vendor service has no AWS credentials configured.", region=region)
-    return AwsError(
-        f"Unexpected AWS failure ({type(exc).__name__}).", region=region, operation=operation
-    )
-
+from connections.aws_errors import (  # noqa: F401 — re-exported: callers use aws.<Cause>
+    REVOKING_CAUSES,
+    AccessDenied,
+    AwsError,
+    InvalidCiphertext,
+    InvalidRequest,
+    KeyDisabled,
+    KeyInvalidState,
+    KeyNotFound,
+    ObjectNotFound,
+    ObjectTooLarge,
+    RoleUnavailable,
+    Throttled,
+    Unreachable,
+    classify,
+)
 
 # --- Clients ----------------------------------------------------------------------------
 
@@ -216,7 +91,37 @@ def _client(service: str, region: str, credentials: dict | None = None):
     service_id = client.meta.service_model.service_id.hyphenize()
     for stage in _HOOK_STAGES:
         client.meta.events.register(f"{stage}.{service_id}", _dispatch_hooks)
+    client.meta.events.register(f"needs-retry.{service_id}", _note_attempt)
     return client
+
+
+# --- Every attempt AWS answered, retries included --------------------------------------------
+# botocore retries a throttled or failed attempt under a new request ID, and CloudTrail logs
+# each attempt that reached the service. The caller's report names the last one; the earlier
+# ones are reported too, so the customer's trail never shows a vendor call the portal has no
+# record of (integrations.reconcile would flag it as unexplained).
+_ATTEMPTS = threading.local()
+
+
+def _note_attempt(response=None, **kwargs) -> None:
+    attempts = getattr(_ATTEMPTS, "log", None)
+    if attempts is None or not isinstance(response, tuple) or len(response) < 2:
+        return None  # not inside a reported call, or no answer (a timeout): nothing to record
+    parsed = response[1] if isinstance(response[1], dict) else {}
+    request_id = (parsed.get("ResponseMetadata") or {}).get("RequestId") or ""
+    if request_id:
+        attempts.append((request_id, (parsed.get("Error") or {}).get("Code", "")))
+    return None
+
+
+def _start_attempts() -> None:
+    _ATTEMPTS.log = []
+
+
+def _earlier_attempts(final_request_id: str) -> list[tuple[str, str]]:
+    """The attempts answered before the final one (whose request ID the caller reports)."""
+    attempts, _ATTEMPTS.log = getattr(_ATTEMPTS, "log", None) or [], None
+    return [(rid, code) for rid, code in attempts if rid != final_request_id]
 
 
 # Hooks are looked up when an event fires, so they reach clients created (and cached) earlier.
@@ -269,6 +174,23 @@ def _request_id(response: dict) -> str:
     return response.get("ResponseMetadata", {}).get("RequestId", "") or str(uuid.uuid4())
 
 
+def _request_id_or_empty(response: dict) -> str:
+    return response.get("ResponseMetadata", {}).get("RequestId", "")
+
+
+def _with_request_id(request_id: str) -> dict:
+    return {"ResponseMetadata": {"RequestId": request_id}}
+
+
+def _error_response(exc: Exception) -> dict:
+    """A refused call's parsed error response: its request ID is the one CloudTrail logs, so
+    the customer's trail confirms the refused call too (``integrations.reconcile``)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return {}
+    return {"ResponseMetadata": response.get("ResponseMetadata") or {}}
+
+
 class CustomerSession:
     """Calls made as the customer's role. Created by :func:`assume_customer_role`."""
 
@@ -297,13 +219,22 @@ class CustomerSession:
             api_params["EncryptionContext"] = context
         error = None
         response: dict = {}
+        _start_attempts()
         try:
             response = method(**api_params)
             return response
         except Exception as exc:  # noqa: BLE001 — classified and re-raised below
+            response = _error_response(exc)
             error = classify(exc, region=region, operation=operation)
             raise error from exc
         finally:
+            for request_id, code in _earlier_attempts(_request_id_or_empty(response)):
+                retried = AwsError(
+                    f"AWS answered {code or 'an error'}; retried.", region=region, code=code
+                )
+                self._report(
+                    operation, region, key, _with_request_id(request_id), context, retried, params
+                )
             self._report(operation, region, key, response, context, error, params)
 
     def _report(self, operation, region, key, response, context, error, params):
@@ -490,6 +421,7 @@ def assume_customer_role(
     sts = _client("sts", settings.AWS_STS_REGION)
     error = None
     response: dict = {}
+    _start_attempts()
     try:
         response = sts.assume_role(
             RoleArn=role_arn,
@@ -498,24 +430,34 @@ def assume_customer_role(
             DurationSeconds=3600,
         )
     except Exception as exc:  # noqa: BLE001
+        response = _error_response(exc)
         error = classify(exc, region=settings.AWS_STS_REGION, operation="AssumeRole")
         raise error from exc
     finally:
+        earlier = _earlier_attempts(_request_id_or_empty(response))
         if on_call is not None:
-            on_call(
-                KmsCall(
-                    operation="AssumeRole",
-                    service="sts.amazonaws.com",
-                    region=settings.AWS_STS_REGION,
-                    key_arn="",
-                    encryption_context={},
-                    role_arn=role_arn,
-                    account_id=account_id,
-                    request_id=_request_id(response),
-                    error=error,
-                    request_parameters={"roleArn": role_arn, "roleSessionName": session_name[:64]},
+            attempts = [
+                (rid, AwsError(f"AWS answered {code or 'an error'}; retried.", code=code))
+                for rid, code in earlier
+            ] + [(_request_id(response), error)]
+            for request_id, attempt_error in attempts:
+                on_call(
+                    KmsCall(
+                        operation="AssumeRole",
+                        service="sts.amazonaws.com",
+                        region=settings.AWS_STS_REGION,
+                        key_arn="",
+                        encryption_context={},
+                        role_arn=role_arn,
+                        account_id=account_id,
+                        request_id=request_id,
+                        error=attempt_error,
+                        request_parameters={
+                            "roleArn": role_arn,
+                            "roleSessionName": session_name[:64],
+                        },
+                    )
                 )
-            )
     creds = response["Credentials"]
     session = CustomerSession(
         role_arn=role_arn,

@@ -2,10 +2,13 @@
 
 from django import forms
 
+from security.throttling import password_is_right
+
 
 class StepUpForm(forms.Form):
     """The confirmation of a destructive kill-switch action: the organization's name typed and
-    the password re-entered (the views add two-factor and a recent sign-in)."""
+    the password re-entered (the views add two-factor and a recent sign-in). The password is
+    checked through the sign-in throttle: a locked-out address cannot guess it here."""
 
     confirm_name = forms.CharField(label="Type the organization's name to confirm", max_length=200)
     password = forms.CharField(
@@ -15,9 +18,9 @@ class StepUpForm(forms.Form):
         max_length=200,
     )
 
-    def __init__(self, *args, org, user, **kwargs):
+    def __init__(self, *args, org, user, request, **kwargs):
         super().__init__(*args, **kwargs)
-        self.org, self.user = org, user
+        self.org, self.user, self.request = org, user, request
 
     def clean_confirm_name(self) -> str:
         value = self.cleaned_data["confirm_name"].strip()
@@ -27,7 +30,7 @@ class StepUpForm(forms.Form):
 
     def clean_password(self) -> str:
         password = self.cleaned_data["password"]
-        if not self.user.check_password(password):
+        if not password_is_right(self.request, user=self.user, password=password):
             raise forms.ValidationError("That is not your password.")
         return password
 

@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from audit.request_context import client_ip
@@ -28,6 +29,7 @@ def check_now(request, org):
     return redirect("connections:status", org_id=org.pk)
 
 
+@sensitive_post_parameters("password")
 @org_admin_required
 @otp_required_for_destructive
 @recent_auth_required
@@ -36,7 +38,7 @@ def revoke_access(request, org):
     connection = selectors.connection_of(org)
     if connection is None:
         raise Http404("No BYOK connection.")
-    form = RevokeAccessForm(request.POST or None, org=org, user=request.user)
+    form = RevokeAccessForm(request.POST or None, org=org, user=request.user, request=request)
     if request.method == "POST" and form.is_valid():
         try:
             services.revoke_key_access(
@@ -71,6 +73,7 @@ def revoke_progress_fragment(request, org):
     )
 
 
+@sensitive_post_parameters("password")
 @org_admin_required
 @require_http_methods(["GET", "POST"])
 def restore_access(request, org):
@@ -91,7 +94,7 @@ def restore_access(request, org):
 @otp_required_for_destructive
 @recent_auth_required
 def _restore_with_step_up(request, org, connection):
-    form = RestoreAccessForm(request.POST or None, org=org, user=request.user)
+    form = RestoreAccessForm(request.POST or None, org=org, user=request.user, request=request)
     if request.method == "POST" and form.is_valid():
         try:
             services.request_restore(org=org, actor=request.user)

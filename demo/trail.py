@@ -3,13 +3,24 @@ CloudTrail source configured and imported, so the audit page shows imported even
 
 The log files are what a multi-region trail writes: gzip JSON ``{"Records": [...]}`` under
 ``AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/<account>_CloudTrail_<region>_<ts>_<rand>
-.json.gz``, one file per region and hour of the previous UTC day. Mostly the vendor's role using
-Acme's keys (Decrypt, GenerateDataKey, DescribeKey), plus a few console and other events (most
-of which the ``byok`` scope leaves out, as it would in a real account).
+.json.gz``. Two kinds:
 
-Deterministic (seeded by the day, region and key ARNs; gzip without a timestamp): writing the
-files again writes the same bytes (same ETags), so every ``make run`` is idempotent, and new
-keys (after a moto restart) give new files and new event IDs.
+* **The vendor's calls** (moto has no CloudTrail, so the demo plays it): every call the portal
+  made with Acme's role and recorded as key usage, written as AWS would log it — same request
+  ID (moto's), operation, time, key and context — one file per region and hour of the calls.
+  Imported, they show *confirmed* on the audit page (``integrations.reconcile``). Only calls
+  the trail does not confirm yet are written, so a second ``make run`` adds only new calls.
+* **Acme's own people** over the previous UTC day: console sign-ins, a security engineer
+  looking at the key and the role, unrelated events (most of which the ``byok`` scope leaves
+  out, as it would in a real account), and the portal's own reads of the trail bucket.
+
+Deterministic (seeded by the day, region and key ARNs, or by the portal's event IDs; gzip
+without a timestamp): writing the files again writes the same bytes (same ETags), so every
+``make run`` is idempotent, and new keys (after a moto restart) give new files and event IDs.
+
+``write_unexplained_call`` (the ``demo_trail_unexplained_call`` command) adds a call with the
+vendor's role that the portal never made, and imports it: it shows as unexplained and raises
+the alert (audit event, e-mail, banner, webhook).
 """
 
 from __future__ import annotations
@@ -21,9 +32,10 @@ import random
 import uuid
 from datetime import UTC, datetime, time, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
-from audit.models import AuditEvent, CloudTrailSource
+from audit.models import AuditEvent, CloudTrailSource, TrailCallMatch
 from connections import aws
 from connections.models import ByokConnection, RegionalKey
 from core.locations import get_location
@@ -162,6 +174,38 @@ class _Writer:
             resources=self._key_resource(),
         )
 
+    def vendor_call(self, event: AuditEvent) -> dict:
+        """The trail's record of a call the portal made and recorded (``event``, key usage)."""
+        portal = event.record
+        moment = event.event_time
+        if event.event_source == "sts.amazonaws.com":
+            # In the role's account, the cross-account caller shows as the vendor's account.
+            identity = {
+                "type": "AWSAccount",
+                "principalId": "AROAVENDORPORTALSERVICE:byok-portal",
+                "accountId": settings.VENDOR_AWS_ACCOUNT_ID,
+            }
+        else:
+            identity = self._vendor_identity(moment)
+        record = self._base(
+            moment=moment,
+            source=event.event_source,
+            name=event.event_name,
+            identity=identity,
+            ip=self.rng.choice(_VENDOR_IPS),
+            agent=_BOTO_AGENT,
+            read_only=bool(portal.get("readOnly")),
+            params=portal.get("requestParameters"),
+            response=portal.get("responseElements"),
+            resources=portal.get("resources"),
+        )
+        record["requestID"] = event.request_id  # AWS's own ID of the call: what reconciles it
+        record["eventID"] = str(uuid.uuid5(_NAMESPACE, f"trail|{event.event_id}"))
+        for name in ("errorCode", "errorMessage"):
+            if portal.get(name):
+                record[name] = portal[name]
+        return record
+
     def vendor_reads_trail(self) -> dict:
         """The portal's own ListObjects of the trail bucket (a data event; never imported)."""
         moment = self._moment()
@@ -246,17 +290,9 @@ class _Writer:
         )
 
     def records(self) -> list[dict]:
+        """Acme's people's events of the hour (the vendor's calls come from its own record)."""
         rng = self.rng
         records = []
-        business_hours = 13 <= self.hour.hour <= 23  # US working day, in UTC
-        for _ in range(rng.randint(3, 8) if business_hours else rng.randint(1, 3)):
-            records.append(self.kms_by_vendor("Decrypt", rng.choice(["jira", "confluence"])))
-        if rng.random() < 0.5:
-            records.append(
-                self.kms_by_vendor("GenerateDataKey", rng.choice(["jira", "confluence"]))
-            )
-        if self.hour.hour % 6 == 0:
-            records.append(self.kms_by_vendor("DescribeKey", "jira"))
         if self.hour.hour % 4 == 1:
             records.append(self.vendor_reads_trail())
         if self.hour.hour == 14 and self.region == "us-east-1":
@@ -270,7 +306,11 @@ class _Writer:
 
     def file_key(self) -> str:
         stamp = (self.hour + timedelta(minutes=5)).strftime("%Y%m%dT%H%MZ")
-        rand = hashlib.sha256(f"{self.key_arn}|{stamp}".encode()).hexdigest()[:16].upper()
+        return self.key_for(stamp)
+
+    def key_for(self, stamp: str, salt: str = "") -> str:
+        seed = f"{self.key_arn}|{stamp}" + (f"|{salt}" if salt else "")
+        rand = hashlib.sha256(seed.encode()).hexdigest()[:16].upper()
         day = self.hour.strftime("%Y/%m/%d")
         return (
             f"{TRAIL_PREFIX}{self.region}/{day}/"
@@ -278,8 +318,14 @@ class _Writer:
         )
 
 
+def _gzip_log(records: list[dict]) -> bytes:
+    body = json.dumps({"Records": records}, separators=(",", ":")).encode()
+    return gzip.compress(body, mtime=0)
+
+
 def log_files(connection: ByokConnection, day: datetime) -> dict[str, bytes]:
-    """S3 key → gzip bytes: one file per region of the connection and hour of ``day``."""
+    """S3 key → gzip bytes: Acme's people's events, per region of the connection and hour of
+    ``day`` (an hour without events has no file, as in CloudTrail)."""
     keys = {
         k.region: k.key_arn
         for k in RegionalKey.objects.filter(connection=connection, is_current=True)
@@ -288,8 +334,35 @@ def log_files(connection: ByokConnection, day: datetime) -> dict[str, bytes]:
     for region, key_arn in sorted(keys.items()):
         for hour in range(24):
             writer = _Writer(connection, region, key_arn, day + timedelta(hours=hour))
-            body = json.dumps({"Records": writer.records()}, separators=(",", ":")).encode()
-            files[writer.file_key()] = gzip.compress(body, mtime=0)
+            records = writer.records()
+            if records:
+                files[writer.file_key()] = _gzip_log(records)
+    return files
+
+
+def vendor_call_files(connection: ByokConnection) -> dict[str, bytes]:
+    """S3 key → gzip bytes: the trail's record of every call the portal made with the role and
+    recorded, that the imported trail does not confirm yet; per region and hour of the calls."""
+    org = connection.organization
+    confirmed = TrailCallMatch.objects.filter(organization=org, portal_event__isnull=False).values(
+        "portal_event_id"
+    )
+    calls = (
+        AuditEvent.objects.filter(organization=org, kind=AuditEvent.Kind.KEY_USAGE)
+        .exclude(request_id="")
+        .exclude(pk__in=confirmed)
+        .order_by("sequence")
+    )
+    groups: dict[tuple[str, datetime], list[AuditEvent]] = {}
+    for event in calls.iterator(chunk_size=500):
+        hour = event.event_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        groups.setdefault((event.aws_region or "us-east-1", hour), []).append(event)
+    files = {}
+    for (region, hour), events in sorted(groups.items()):
+        writer = _Writer(connection, region, f"vendor-calls|{events[0].event_id}", hour)
+        stamp = max(e.event_time for e in events).astimezone(UTC) + timedelta(minutes=5)
+        key = writer.key_for(stamp.strftime("%Y%m%dT%H%MZ"))
+        files[key] = _gzip_log([writer.vendor_call(event) for event in events])
     return files
 
 
@@ -313,12 +386,19 @@ def _existing_keys(s3, prefix: str) -> set[str]:
 
 
 def write_trail(connection: ByokConnection, region: str, day: datetime) -> int:
-    """Put the day's log files in the trail bucket (files already there are left alone)."""
+    """Put the day's log files and the vendor's unconfirmed calls in the trail bucket (files
+    already there are left alone)."""
+    return _write_files(
+        connection, region, {**log_files(connection, day), **vendor_call_files(connection)}
+    )
+
+
+def _write_files(connection: ByokConnection, region: str, files: dict[str, bytes]) -> int:
     s3 = aws.customer_admin_client("s3", region, connection.aws_account_id)
     _ensure_bucket(s3, region)
     existing = _existing_keys(s3, TRAIL_PREFIX)
     written = 0
-    for key, body in log_files(connection, day).items():
+    for key, body in files.items():
         if key in existing:
             continue
         s3.put_object(
@@ -354,9 +434,56 @@ def seed_demo_trail() -> str:
     run = ingestion.ingest_source(source_id=source.pk)
     if run.error:
         return f"Acme's CloudTrail s3://{TRAIL_BUCKET}/{TRAIL_PREFIX}: import failed: {run.error}"
+    # The import itself assumed the role: CloudTrail logs that call too. Deliver it and import
+    # again (the session is cached now: no new call), so every call so far is confirmed.
+    if _write_files(connection, region, vendor_call_files(connection)):
+        written += 1
+        again = ingestion.ingest_source(source_id=source.pk)
+        run.files_imported += again.files_imported
+        run.records_imported += again.records_imported
     total = AuditEvent.objects.filter(organization=org, kind=AuditEvent.Kind.INGESTED).count()
+    confirmed = TrailCallMatch.objects.filter(organization=org, portal_event__isnull=False)
     return (
         f"Acme's CloudTrail s3://{TRAIL_BUCKET}/{TRAIL_PREFIX} ({region}): {written} new log "
         f"files, {run.files_imported} imported now ({run.records_imported} events); "
-        f"{total} imported events in Acme's audit log."
+        f"{total} imported events in Acme's audit log, {confirmed.count()} of the vendor's "
+        "calls confirmed by it."
+    )
+
+
+#: Where the demo's unexplained call comes from: not one of the vendor's addresses.
+UNEXPLAINED_CALL_IP = "203.0.113.66"
+
+
+def write_unexplained_call(*, now: datetime | None = None) -> str:
+    """A Decrypt with the vendor's role that the portal never made, in a new log file of Acme's
+    trail, imported at once: it shows as unexplained and raises the alert."""
+    org = Organization.objects.get(name="Acme Corp")
+    connection = ByokConnection.objects.filter(organization=org).first()
+    source = CloudTrailSource.objects.filter(organization=org).first()
+    key = RegionalKey.objects.filter(connection=connection, is_current=True).first()
+    if connection is None or source is None or key is None:
+        raise ValueError("Acme has no BYOK keys or CloudTrail source: run seed_demo first.")
+    moment = (now or timezone.now()).astimezone(UTC).replace(microsecond=0)
+    writer = _Writer(connection, key.region, key.key_arn, moment.replace(minute=0, second=0))
+    record = writer.kms_by_vendor("Decrypt", "jira")
+    # A new call each time: AWS's own IDs, the time now, an address that is not the vendor's.
+    record.update(
+        eventTime=_iso(moment),
+        sourceIPAddress=UNEXPLAINED_CALL_IP,
+        requestID=str(uuid.uuid4()),
+        eventID=str(uuid.uuid4()),
+    )
+    stamp = (moment + timedelta(minutes=5)).strftime("%Y%m%dT%H%MZ")
+    file_key = writer.key_for(stamp, salt=record["eventID"])
+    _write_files(connection, source.region, {file_key: _gzip_log([record])})
+    run = ingestion.ingest_source(source_id=source.pk)
+    if run.error:
+        raise ValueError(f"The import failed: {run.error}")
+    match = TrailCallMatch.objects.filter(organization=org, request_id=record["requestID"]).first()
+    state = "unexplained" if match is not None and not match.is_confirmed else "not reconciled"
+    return (
+        f"Wrote a Decrypt with {connection.role_arn} from {UNEXPLAINED_CALL_IP} at "
+        f"{record['eventTime']} (request ID {record['requestID']}) to "
+        f"s3://{source.bucket}/{source.prefix} and imported it: {state}."
     )

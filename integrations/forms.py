@@ -5,6 +5,7 @@ import re
 from django import forms
 
 from audit.models import CloudTrailSource
+from audit.webhook_signing import MAX_KEY_BYTES, MIN_KEY_BYTES, SECRET_PREFIX, whsec_key
 from audit.webhooks import WebhookRefused, validate_webhook_url
 
 # S3 bucket names: 3–63 lowercase letters, digits, dots and hyphens, starting and ending with a
@@ -70,7 +71,8 @@ class WebhookForm(forms.Form):
         label="Webhook URL",
         max_length=500,
         assume_scheme="https",
-        help_text="An https:// endpoint of your SIEM. Each event is POSTed as CloudTrail JSON.",
+        help_text="An https:// endpoint of your SIEM. Each event is POSTed as CloudTrail JSON "
+        "with its provenance.",
         widget=forms.URLInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     secret = forms.CharField(
@@ -80,7 +82,8 @@ class WebhookForm(forms.Form):
         max_length=256,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="At least 16 characters. Used to sign each request (X-BYOK-Signature). "
+        help_text="A Standard Webhooks secret (whsec_ and base64 of 24 to 64 random bytes), "
+        "or a passphrase of at least 16 characters. Signs each request (webhook-signature). "
         "Stored encrypted and never shown again.",
     )
     enabled = forms.BooleanField(label="Send events", required=False)
@@ -103,4 +106,12 @@ class WebhookForm(forms.Form):
         secret = self.cleaned_data.get("secret") or ""
         if not secret and not self.has_secret:
             raise forms.ValidationError("Enter a shared secret of at least 16 characters.")
+        if secret.startswith(SECRET_PREFIX):
+            # Libraries decode a whsec_ secret: it must be one, or receivers verify nothing.
+            key = whsec_key(secret)
+            if key is None or not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+                raise forms.ValidationError(
+                    f"A secret starting with {SECRET_PREFIX} must be followed by the base64 of "
+                    f"{MIN_KEY_BYTES} to {MAX_KEY_BYTES} random bytes."
+                )
         return secret

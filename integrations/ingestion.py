@@ -4,8 +4,15 @@ An org admin names the bucket, prefix and region their trail writes to. A Celery
 the prefix through the assumed BYOK role and imports every log file it has not seen (by key
 and ETag): gzip (or plain) JSON ``{"Records": [...]}``. Each file is imported in one
 transaction, all or nothing, and leaves an :class:`~audit.models.IngestedFile` row saying what
-happened — imported (with counts), skipped (not a log file) or malformed (with the reason). A
-malformed file never stops the run, and importing the same files again changes nothing.
+happened — imported (with counts), skipped (not a log file) or malformed (with the reason).
+Whatever a file holds, it never stops the run (``integrations.logfile`` parses any bytes into
+records or a reason; an unexpected error is logged and recorded on the file), and importing the
+same files again changes nothing.
+
+Imported events carry their provenance (``AuditEvent.imported_from``: the ``s3://`` file), and
+a record that claims to be the portal's own — its event source, a portal user or system as the
+identity — is refused and named in the file's outcome: an imported record never passes for
+something the portal recorded.
 
 What is kept depends on the source's scope:
 
@@ -14,8 +21,10 @@ What is kept depends on the source's scope:
   the role, IAM calls on it).
 * ``all``: every record in the prefix. For a trail dedicated to key management, and for moving
   a portal export from one organization to another: the portal's own JSON export
-  (``{"Records", "Chain", "Digests"}``) is a valid log file, and its records are imported as
-  they are (``Chain`` and ``Digests`` are ignored: they vouch for the exporting org's chain).
+  (``{"Records", "Chain", "Digests"}``) is a valid log file. Its AWS records (key usage,
+  imported trail events) are imported as they are; the portal's own actions are refused like
+  any record claiming the portal's event source (``Chain`` and ``Digests`` are ignored: they
+  vouch for the exporting org's chain, which still proves those).
 
 Either way, the portal's own reads of the trail bucket (S3 data events of the BYOK role's
 sessions) are left out: imported, every read would be logged again, file after file.
@@ -27,18 +36,13 @@ one. Records older than the retention period are dropped: retention would delete
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import logging
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from audit.chain import chain_name_for
@@ -50,6 +54,14 @@ from connections.key_usage import recorder_for
 from connections.models import ByokConnection, ConnectionState, RegionalKey
 from core.errors import NotAllowed
 from core.tasks import enqueue, enqueue_on_commit
+from integrations.logfile import (
+    MalformedLogFile,
+    event_time_of,
+    is_log_file,
+    parse_log_file,
+    portal_claim,
+)
+from integrations.reconcile import reconcile_imported_events
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +72,6 @@ _LOOKUP_BATCH = 500
 
 class IngestionRefused(NotAllowed):
     """A configuration the portal cannot use; the message is for the org admin."""
-
-
-class MalformedLogFile(Exception):
-    """The file is not a CloudTrail log file the portal can import."""
 
 
 # --- Tenant-scoped reads ------------------------------------------------------------------
@@ -257,91 +265,6 @@ class _WithoutOwnReads:
         return self.inner.touches(record)
 
 
-# --- Parsing ---------------------------------------------------------------------------------
-
-
-def parse_log_file(data: bytes, *, max_bytes: int | None = None) -> list[dict]:
-    """The records of a CloudTrail log file (gzip or plain JSON), validated.
-
-    Raises :class:`MalformedLogFile` naming the first problem: not gzip, not JSON, no
-    ``Records`` list, a record without a usable ``eventID``/``eventTime``, or a field of the
-    wrong type.
-    """
-    limit = max_bytes or settings.AUDIT_INGEST_MAX_FILE_BYTES
-    if data[:2] == b"\x1f\x8b":
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-                data = stream.read(limit + 1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise MalformedLogFile(f"Not a valid gzip file ({exc}).") from exc
-        if len(data) > limit:
-            raise MalformedLogFile(f"Larger than {limit} bytes uncompressed.")
-    try:
-        document = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise MalformedLogFile("Not UTF-8 text.") from exc
-    except ValueError as exc:
-        raise MalformedLogFile(f"Not valid JSON ({exc}).") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("Records"), list):
-        raise MalformedLogFile('Not a CloudTrail log file: no "Records" list.')
-    records = document["Records"]
-    for index, record in enumerate(records, start=1):
-        problem = _record_problem(record)
-        if problem:
-            raise MalformedLogFile(f"Record {index}: {problem}.")
-    return records
-
-
-_STRING_FIELDS = ("eventSource", "eventName", "awsRegion", "errorCode", "requestID")
-_IDENTITY_STRING_FIELDS = ("userName", "arn", "invokedBy", "principalId")
-
-
-def _record_problem(record) -> str:
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    try:
-        uuid.UUID(str(record.get("eventID")))
-    except ValueError:
-        return "no valid eventID"
-    if _event_time(record) is None:
-        return "no valid eventTime (ISO 8601 with a time zone)"
-    for name in _STRING_FIELDS:
-        if record.get(name) is not None and not isinstance(record[name], str):
-            return f"{name} is not a string"
-    identity = record.get("userIdentity")
-    if identity is not None:
-        if not isinstance(identity, dict):
-            return "userIdentity is not an object"
-        for name in _IDENTITY_STRING_FIELDS:
-            if identity.get(name) is not None and not isinstance(identity[name], str):
-                return f"userIdentity.{name} is not a string"
-    resources = record.get("resources")
-    if resources is not None:
-        if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
-            return "resources is not a list of objects"
-        if any(not isinstance(r.get("ARN", ""), str) for r in resources):
-            return "a resource ARN is not a string"
-    return ""
-
-
-def _event_time(record: dict) -> datetime | None:
-    value = record.get("eventTime")
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def is_log_file(key: str) -> bool:
-    """CloudTrail log files (and portal exports): ``*.json.gz`` or ``*.json``, not digests."""
-    if "/CloudTrail-Digest/" in f"/{key}" or key.endswith("/"):
-        return False
-    return key.endswith((".json.gz", ".json"))
-
-
 # --- Import -----------------------------------------------------------------------------------
 
 
@@ -379,6 +302,7 @@ def ingest_source(*, source_id: int) -> IngestionRun:
         bucket=source.bucket,
         session_prefix=byok.session_prefix,
     )
+    unreadable: list[str] = []
     try:
         session = aws.assume_customer_role(
             role_arn=connection.role_arn,
@@ -387,7 +311,13 @@ def ingest_source(*, source_id: int) -> IngestionRun:
         )
         for batch in _new_objects(source, session):
             for obj in batch:
-                ingested = _ingest_object(source, session, obj, matcher)
+                try:
+                    ingested = _ingest_or_record_failure(source, session, obj, matcher)
+                except aws.AccessDenied:
+                    # One object the role may not read (e.g. encrypted under another KMS key)
+                    # must not stop the others; it is not recorded, so the next run retries it.
+                    unreadable.append(obj.key)
+                    continue
                 if ingested is None:
                     continue
                 run.files.append(ingested)
@@ -401,7 +331,16 @@ def ingest_source(*, source_id: int) -> IngestionRun:
     except aws.AwsError as exc:
         run.transient = exc.transient
         return _finish(source, run, _describe(exc, source))
-    return _finish(source, run, "")
+    return _finish(source, run, _unreadable_files(unreadable))
+
+
+def _unreadable_files(keys: list[str]) -> str:
+    if not keys:
+        return ""
+    return (
+        f"Your BYOK role may not read {len(keys)} log file(s) (s3:GetObject refused; first: "
+        f"{keys[0]}); the others were imported and the next run tries these again."
+    )
 
 
 def _describe(exc: aws.AwsError, source: CloudTrailSource) -> str:
@@ -453,6 +392,26 @@ def _unseen(source: CloudTrailSource, objects: list[aws.S3Object]) -> list[aws.S
     return [o for o in objects if (o.key, o.etag) not in seen]
 
 
+#: What the integrations page says of a file whose import failed unexpectedly (the exception
+#: is logged for the vendor's engineers; its text may hold internals and is not shown).
+IMPORT_FAILED = (
+    "The portal could not import this file (an unexpected error, reported to the vendor); "
+    "it is not retried unless the file changes."
+)
+
+
+def _ingest_or_record_failure(source, session, obj: aws.S3Object, matcher) -> IngestedFile | None:
+    """One file, whatever it holds: an unexpected error is recorded on the file, so the run
+    goes on to the next one and the next run does not read it again."""
+    try:
+        return _ingest_object(source, session, obj, matcher)
+    except (aws.AwsError, OperationalError, InterfaceError):
+        raise  # AWS or the database, not the file: the run stops and the next one retries
+    except Exception:  # noqa: BLE001 — any file, however built, must not jam the org's imports
+        log.exception("CloudTrail import of s3://%s/%s failed", source.bucket, obj.key)
+        return _record_file(source, obj, status=IngestedFile.Status.MALFORMED, error=IMPORT_FAILED)
+
+
 def _ingest_object(source, session, obj: aws.S3Object, matcher) -> IngestedFile | None:
     if not is_log_file(obj.key):
         return _record_file(
@@ -492,22 +451,41 @@ def import_records(
         return None
     org = source.organization
     cutoff = retention_cutoff()
-    kept = [r for r in records if matcher.touches(r) and _event_time(r) >= cutoff]
+    refused: list[tuple[int, dict, str]] = []
+    kept = []
+    for index, record in enumerate(records, start=1):
+        claim = portal_claim(record)
+        if claim:
+            refused.append((index, record, claim))
+        elif matcher.touches(record) and event_time_of(record) >= cutoff:
+            kept.append(record)
     already = _recorded_event_ids(chain_name_for(org.pk), (r["eventID"] for r in kept))
-    imported = duplicate = 0
+    imported_from = f"s3://{source.bucket}/{obj.key}"
+    events: list[AuditEvent] = []
+    duplicate = 0
     for record in kept:
-        event_id = str(uuid.UUID(str(record["eventID"])))
+        event_id = str(uuid.UUID(record["eventID"]))
         if event_id in already:
             duplicate += 1
             continue
         already.add(event_id)
-        record_event(
-            org=org,
-            kind=AuditEvent.Kind.INGESTED,
-            event_name=record.get("eventName") or "",
-            record=record,
+        events.append(
+            record_event(
+                org=org,
+                kind=AuditEvent.Kind.INGESTED,
+                event_name=record.get("eventName") or "",
+                record=record,
+                event_time=event_time_of(record),
+                imported_from=imported_from,
+            )
         )
-        imported += 1
+    reconcile_imported_events(org=org, events=events)
+    if refused:
+        log.warning(
+            "CloudTrail import of %s: %d records claim to be the portal's own; refused",
+            imported_from,
+            len(refused),
+        )
     return IngestedFile.objects.create(
         source=source,
         key=obj.key,
@@ -515,10 +493,27 @@ def import_records(
         size=obj.size,
         status=IngestedFile.Status.IMPORTED,
         records_total=len(records),
-        records_imported=imported,
+        records_imported=len(events),
         records_duplicate=duplicate,
-        records_dropped=len(records) - len(kept),
+        records_dropped=len(records) - len(kept) - len(refused),
+        records_refused=len(refused),  # the error text says why, naming the first
+        error=refusal_note(refused),
     )
+
+
+def refusal_note(refused: list[tuple[int, dict, str]]) -> str:
+    """The file's outcome when records claimed to be the portal's own ("" when none did)."""
+    if not refused:
+        return ""
+    index, record, claim = refused[0]
+    count = len(refused)
+    many = f"{count} records were" if count > 1 else "1 record was"
+    first = f"record {index}, eventID {record['eventID'][:45]}"
+    return (
+        f"{many} refused: only the portal writes events with its own event source or "
+        f"identities, and an imported record cannot pass for one (first: {first}, with "
+        f"{claim})."
+    )[:500]
 
 
 def _recorded_event_ids(chain: str, event_ids: Iterable[str]) -> set[str]:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from integrations import views
+from integrations import views, views_reconcile
 
 app_name = "integrations"
 
@@ -13,6 +13,11 @@ urlpatterns = [
     path(f"{base}cloudtrail/", views.source_save, name="source"),
     path(f"{base}cloudtrail/import/", views.source_import, name="import"),
     path(f"{base}webhook/", views.webhook_save, name="webhook"),
+    path(
+        f"{base}unexplained-calls/acknowledge/",
+        views_reconcile.acknowledge_unexplained,
+        name="acknowledge-unexplained",
+    ),
     path(f"{base}webhook/test/", views.webhook_test, name="webhook-test"),
     path(f"{base}webhook/delete/", views.webhook_delete, name="webhook-delete"),
     path(

@@ -7,6 +7,7 @@ check exports, with no login.
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from audit import digests, webhooks
@@ -16,6 +17,8 @@ from core.errors import NotAllowed
 from integrations import ingestion
 from integrations.forms import CloudTrailSourceForm, WebhookForm
 from orgs.permissions import org_admin_required
+from setup import onboarding
+from setup.preflight import trail_of
 
 TEMPLATE = "integrations/integrations.html"
 LOG_SIZE = 50
@@ -58,6 +61,11 @@ def _context(org, *, source_form=None, webhook_form=None) -> dict:
         "deliveries": webhooks.recent_deliveries_of(org, limit=LOG_SIZE) if endpoint else [],
         "key_id": key_id,
         "latest_digest": digests.latest_digest_of(org),
+        "trail_policy": onboarding.trail_policy_for(
+            role_name=connection.role_name, trail=trail_of(org)
+        )
+        if connection
+        else None,
         "log_size": LOG_SIZE,
     }
 
@@ -111,6 +119,7 @@ def source_import(request, org):
     )
 
 
+@sensitive_post_parameters("secret")
 @org_admin_required
 @require_POST
 def webhook_save(request, org):

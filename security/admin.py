@@ -11,6 +11,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from security import admin_orgs  # noqa: F401  (registers the organizations' support admin)
 from security.audit import record_account_event
+from security.mfa import is_vendor_staff
 
 if admin.site.is_registered(TOTPDevice):
     admin.site.unregister(TOTPDevice)
@@ -56,6 +57,10 @@ class TOTPDeviceAdmin(admin.ModelAdmin):
 
 
 def _audit_removal(request, device: TOTPDevice) -> None:
+    """In the person's own chains (their org admins see it). A vendor staff member's device is
+    audited in the vendor chain by ``security.staff_audit`` wherever it is deleted."""
+    if is_vendor_staff(device.user):
+        return
     record_account_event(
         event_name="DeactivateMFADevice",
         user=device.user,

@@ -4,8 +4,10 @@ import re
 from datetime import datetime
 
 from django import forms
-from django.contrib.auth import authenticate
+from django.contrib.auth.forms import PasswordChangeForm
 from django.utils import timezone
+
+from security.throttling import password_is_right
 
 CODE_RE = re.compile(r"^[0-9]{6,8}$")
 
@@ -81,6 +83,9 @@ class ReauthenticateForm(forms.Form):
     def __init__(self, *args, request, device=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.request, self.device = request, device
+        # Set when the password was right but the code was not (the view audits that failure;
+        # a wrong password is audited by the sign-in throttle itself).
+        self.code_failed = False
         if device is not None:
             self.fields["code"] = _code_field()
 
@@ -89,13 +94,28 @@ class ReauthenticateForm(forms.Form):
         password = cleaned.get("password")
         if password is None:
             return cleaned
-        user = self.request.user
-        checked = authenticate(self.request, username=user.get_username(), password=password)
-        if checked is None or checked.pk != user.pk:
+        if not password_is_right(self.request, user=self.request.user, password=password):
             raise forms.ValidationError("That is not your password.")
         if self.device is not None and "code" in cleaned:
             try:
                 check_code(self.device, cleaned["code"])
             except forms.ValidationError as exc:
+                self.code_failed = True
                 self.add_error("code", exc)
         return cleaned
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Django's password change, with the old password checked like a sign-in (throttled)."""
+
+    def __init__(self, user, *args, request, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        old_password = self.cleaned_data["old_password"]
+        if not password_is_right(self.request, user=self.user, password=old_password):
+            raise forms.ValidationError(
+                self.error_messages["password_incorrect"], code="password_incorrect"
+            )
+        return old_password

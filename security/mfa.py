@@ -7,6 +7,8 @@ while the setup page is open (its secret is shown until a code proves the app ha
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -18,8 +20,24 @@ from security import session as auth_session
 DEVICE_NAME = "Authenticator app"
 
 
+def has_staff_permissions(user, *, cached: bool = True) -> bool:
+    """Whether any permission reaches ``user`` through a group or directly (one query, kept on
+    the user object for the request). Customers have none: only vendor staff groups grant them."""
+    answer = getattr(user, "_byok_has_staff_permissions", None) if cached else None
+    if answer is None:
+        answer = Permission.objects.filter(Q(user=user.pk) | Q(group__user=user.pk)).exists()
+        user._byok_has_staff_permissions = answer
+    return answer
+
+
 def is_vendor_staff(user) -> bool:
-    return bool(user.is_authenticated and (user.is_staff or user.is_superuser))
+    """Vendor staff by what they can do, not only by the ``is_staff`` flag: a representative in
+    a staff group whose flag was left off still must pass two-factor."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff or user.is_superuser:
+        return True
+    return user.is_active and has_staff_permissions(user)
 
 
 def is_verified(user) -> bool:

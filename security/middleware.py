@@ -5,6 +5,9 @@ set up an authenticator app or to enter a code, then back. Exempt: the two-facto
 themselves (and re-authentication, which set-up may ask for first), log-out, static files,
 /healthz and the public audit trust endpoints. The Django admin is not exempt (and its site
 also refuses unverified sessions by itself).
+
+``CurrentRequestMiddleware`` (right after authentication) makes the request being served known
+to model-signal receivers: the audit of staff changes names who made them.
 """
 
 from functools import cached_property
@@ -12,6 +15,7 @@ from functools import cached_property
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from audit.request_context import serving
 from security.mfa import is_verified, needs_second_factor, redirect_to_second_factor
 
 EXEMPT_URL_NAMES = (
@@ -58,3 +62,15 @@ class TwoFactorMiddleware:
         ):
             return redirect_to_second_factor(request)
         return self.get_response(request)
+
+
+class CurrentRequestMiddleware:
+    """Makes the request ``audit.request_context.current_request()`` while it is served, so the
+    audit of staff changes made through model signals names who acted (``staff_audit``)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with serving(request):
+            return self.get_response(request)

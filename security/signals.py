@@ -1,14 +1,13 @@
-"""Sign-in hooks: remember when (and whether with two-factor) the session signed in; audit
-lockouts."""
+"""Sign-in hooks: remember when (and whether with two-factor) the session signed in; count
+failed sign-ins (lockouts included) into the audit log."""
 
-from axes.signals import user_locked_out
-from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_in
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.dispatch import receiver
 
+from security import failed_sign_ins
 from security import session as auth_session
-from security.audit import record_account_event
 from security.mfa import confirmed_device
+from security.throttling import username_of
 
 
 @receiver(user_logged_in, dispatch_uid="security_mark_sign_in")
@@ -19,16 +18,18 @@ def mark_sign_in(sender, request, user, **kwargs):
     auth_session.set_enrolled(request, confirmed_device(user) is not None)
 
 
-@receiver(user_locked_out, dispatch_uid="security_audit_lockout")
-def audit_lockout(sender, request=None, username=None, ip_address=None, **kwargs):
-    email = (username or "")[:254]
-    user = get_user_model().objects.filter(email__iexact=email).first() if email else None
-    record_account_event(
-        event_name="ConsoleLogin",
-        user=user,
+@receiver(user_login_failed, dispatch_uid="security_count_failed_sign_in")
+def count_failed_sign_in(sender, credentials, request=None, **kwargs):
+    """Every wrong password (sign-in, re-authentication, revoke, restore, password change) and
+    every attempt refused by a lockout.
+
+    django-axes' own receiver runs first (``axes`` is before ``security`` in INSTALLED_APPS) and
+    sets ``request.axes_locked_out`` when this attempt hit or started a lockout. Never record
+    the attempted password; Django already masks it in ``credentials``.
+    """
+    failed_sign_ins.record_failure(
+        event_name=failed_sign_ins.SIGN_IN,
+        username=username_of(request, credentials),
         request=request,
-        outcome="Failure",
-        error_code="AccountLocked",
-        error_message="Too many failed sign-in attempts: sign-in refused until the lock ends.",
-        identity={"type": "PortalUser", "userName": email} if email else {"type": "Unknown"},
+        locked_out=bool(getattr(request, "axes_locked_out", False)),
     )

@@ -1,9 +1,11 @@
-"""Pages: set up an authenticator app, enter a code, confirm it is you, and "account locked"."""
+"""Pages: set up an authenticator app, enter a code, confirm it is you, change the password,
+and "account locked"."""
 
 import base64
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.shortcuts import redirect, render
@@ -12,10 +14,10 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from security import mfa
+from security import failed_sign_ins, mfa
 from security import session as auth_session
 from security.audit import record_account_event
-from security.forms import OneTimeCodeForm, ReauthenticateForm
+from security.forms import OneTimeCodeForm, ReauthenticateForm, ThrottledPasswordChangeForm
 from security.qr import qr_svg
 
 
@@ -48,12 +50,13 @@ def two_factor_setup(request):
             device.confirmed = True
             device.save(update_fields=["confirmed"])
             TOTPDevice.objects.filter(user=user, confirmed=False).delete()
-            record_account_event(
-                event_name="EnableMFADevice",
-                user=user,
-                request=request,
-                parameters={"deviceName": device.name, "type": "TOTP"},
-            )
+            if not mfa.is_vendor_staff(user):  # staff: security.staff_audit, vendor chain
+                record_account_event(
+                    event_name="EnableMFADevice",
+                    user=user,
+                    request=request,
+                    parameters={"deviceName": device.name, "type": "TOTP"},
+                )
         mfa.complete_verification(request, device)
         messages.success(request, "Two-factor authentication is on. Keep your app at hand.")
         return redirect(next_url)
@@ -88,13 +91,8 @@ def two_factor_verify(request):
                 record_account_event(event_name="CheckMfa", user=user, request=request)
             mfa.complete_verification(request, device)
             return redirect(next_url)
-        record_account_event(
-            event_name="CheckMfa",
-            user=user,
-            request=request,
-            outcome="Failure",
-            error_code="Failed authentication",
-            error_message="Wrong or throttled one-time code.",
+        failed_sign_ins.record_failure(
+            event_name=failed_sign_ins.ONE_TIME_CODE, username=user.email, request=request
         )
     return render(request, "security/two_factor_verify.html", {"form": form, "next": next_url})
 
@@ -118,14 +116,10 @@ def reauthenticate(request):
                 auth_session.mark_authenticated(request)
                 request.session.cycle_key()
             return redirect(next_url)
-        record_account_event(
-            event_name="Reauthenticate",
-            user=user,
-            request=request,
-            outcome="Failure",
-            error_code="Failed authentication",
-            error_message="Wrong password or one-time code.",
-        )
+        if form.code_failed:  # a wrong password is counted by the sign-in throttle itself
+            failed_sign_ins.record_failure(
+                event_name=failed_sign_ins.ONE_TIME_CODE, username=user.email, request=request
+            )
     return render(
         request,
         "security/reauthenticate.html",
@@ -143,3 +137,13 @@ def lockout_response(request, original_response=None, credentials=None):
         {"cooloff_minutes": minutes, "failure_limit": settings.AXES_FAILURE_LIMIT},
         status=429,
     )
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change (its dispatch hides every POST field from error reports), with
+    the current password checked through the sign-in throttle."""
+
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}

@@ -14,6 +14,9 @@ per region of the location:
 ``key-type``     symmetric encryption key: key spec SYMMETRIC_DEFAULT, usage ENCRYPT_DECRYPT
 ``round-trip``   ``GenerateDataKey`` then ``Decrypt`` with the encryption context give back the
                  same data key (compared in constant time, then dropped: never logged/stored)
+and, when the org has configured its CloudTrail source:
+``trail-read``   the role may list the trail's prefix (``ListObjectsV2``) and read a log file
+                 (``GetObject`` of the first one, closed unread), which the import needs
 
 Every AWS call goes through ``connections.aws`` and is recorded as a key-usage audit event.
 ``run_preflight_checks`` never raises for AWS errors; failures are named causes with a
@@ -42,6 +45,7 @@ KEY_STATE = "key-state"
 KEY_ENABLED = "key-enabled"
 KEY_TYPE = "key-type"
 ROUND_TRIP = "round-trip"
+TRAIL_READ = "trail-read"
 CONNECTION = "connection"
 
 CHECK_LABELS = {
@@ -53,6 +57,7 @@ CHECK_LABELS = {
     KEY_ENABLED: "Key is enabled",
     KEY_TYPE: "Key is a symmetric encryption key",
     ROUND_TRIP: "Encrypt and decrypt round trip",
+    TRAIL_READ: "Role can read your CloudTrail log files",
     # Re-encryption preflights (reencryption.services.preflight) add these.
     "key-account": "Key is in your connected AWS account",
     "key-new": "Key is not one of your current keys",
@@ -73,6 +78,7 @@ CAUSE_WRONG_REGION = "wrong-region"
 CAUSE_MISMATCH = "round-trip-mismatch"
 CAUSE_NO_CONNECTION = "no-connection"
 CAUSE_INTERNAL = "internal-error"
+CAUSE_NO_TRAIL_BUCKET = "trail-bucket-not-found"
 
 TRANSIENT_CAUSES = frozenset({CAUSE_THROTTLED, CAUSE_UNREACHABLE})
 
@@ -169,8 +175,10 @@ def run_preflight_checks(
     alias: str,
     encryption_context: dict,
     key_ids: dict[str, str] | None = None,
+    trail: TrailLocation | None = None,
 ) -> PreflightReport:
-    """Assume the customer's role, then check the key of every region of the location.
+    """Assume the customer's role, then check the key of every region of the location, and
+    the role's read access to the customer's CloudTrail when ``trail`` is given.
 
     Each region's key is looked up by ``alias``, or by ``key_ids[region]`` (a key ARN, for
     re-encryption requests that name their new keys) when given.
@@ -201,7 +209,86 @@ def run_preflight_checks(
         report.checks.extend(checks)
         if key_arn:
             report.key_arns[region] = key_arn
+    if trail is not None:
+        report.checks.append(_check_trail(session, trail, role_name=role_name))
     return report
+
+
+@dataclass(frozen=True)
+class TrailLocation:
+    """Where the org's CloudTrail writes its log files (its configured source)."""
+
+    bucket: str
+    prefix: str
+    region: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def _check_trail(session: aws.CustomerSession, trail: TrailLocation, *, role_name: str) -> Check:
+    """List the trail's prefix and open its first log file: what every import does."""
+    region = trail.region
+    remediation = (
+        f"Give the role {role_name} s3:ListBucket on the bucket {trail.bucket} and s3:GetObject "
+        f"on {trail.url}*: redeploy the onboarding kit's role template with its TrailBucketName "
+        "parameter, or add the inline policy shown on the audit integrations page."
+    )
+    try:
+        first = next(iter(session.list_objects(region, trail.bucket, trail.prefix)), None)
+    except aws.AwsError as err:
+        return _trail_failure(err, trail=trail, action="list", remediation=remediation)
+    if first is None:
+        return Check(
+            TRAIL_READ,
+            region,
+            True,
+            f"The role may list {trail.url}; it holds no log files yet, so reading one is "
+            "checked by the first import.",
+            "",
+        )
+    try:
+        session.get_object(region, trail.bucket, first.key, max_bytes=0)
+    except (aws.ObjectTooLarge, aws.ObjectNotFound):
+        pass  # opened (then closed unread), or deleted since the listing: reading is allowed
+    except aws.AwsError as err:
+        return _trail_failure(err, trail=trail, action="read", remediation=remediation)
+    return Check(
+        TRAIL_READ,
+        region,
+        True,
+        f"The role may list {trail.url} and read its log files.",
+        "",
+    )
+
+
+def _trail_failure(
+    err: aws.AwsError, *, trail: TrailLocation, action: str, remediation: str
+) -> Check:
+    region = trail.region
+    if err.transient:
+        return _transient_failure(TRAIL_READ, err, region=region, service="Amazon S3")
+    said = _aws_said(err)
+    if isinstance(err, aws.ObjectNotFound):
+        return Check(
+            TRAIL_READ,
+            region,
+            False,
+            f"The bucket {trail.bucket} was not found in {region}{said}",
+            "Check the bucket name and region of your CloudTrail source on the audit "
+            "integrations page.",
+            CAUSE_NO_TRAIL_BUCKET,
+        )
+    what = "list" if action == "list" else "read the log files in"
+    return Check(
+        TRAIL_READ,
+        region,
+        False,
+        f"The role may not {what} {trail.url}{said}",
+        remediation,
+        CAUSE_ACCESS if isinstance(err, aws.AccessDenied) else err.cause,
+    )
 
 
 def _check_region(

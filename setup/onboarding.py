@@ -32,6 +32,13 @@ so a template deployed in the wrong place fails before creating anything.
 Keys and aliases are kept (``DeletionPolicy: Retain``) if the stack is deleted: a deleted stack
 must never schedule the deletion of keys that app data depends on. The role is not retained:
 deleting the stack is one legitimate way to take the vendor's access away.
+
+The customer's CloudTrail (optional): the portal imports the trail's log files from S3 through
+the same role, so the role may read them — ``s3:ListBucket`` on the trail bucket (limited to the
+trail's prefix) and ``s3:GetObject`` on the prefix, nothing else. The primary region's template
+takes the bucket and prefix as parameters (``TrailBucketName``, ``TrailPrefix``; empty: no S3
+permission at all), prefilled when the org has configured its trail, and
+:func:`trail_read_policy` is the same inline policy for customers who add it by hand.
 """
 
 from __future__ import annotations
@@ -59,8 +66,15 @@ VENDOR_KEY_ACTIONS: tuple[str, ...] = (
     "kms:ReEncryptTo",
 )
 
+#: What the role may do with the customer's CloudTrail bucket: read the trail's log files.
+TRAIL_READ_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:GetObject")
+TRAIL_POLICY_NAME = "byok-read-cloudtrail"
+
 # Logical IDs inside the templates (stable: outputs and stack updates rely on them).
 ROLE_RESOURCE = "ByokKeyManagementRole"
+TRAIL_BUCKET_PARAMETER = "TrailBucketName"
+TRAIL_PREFIX_PARAMETER = "TrailPrefix"
+TRAIL_CONDITION = "ReadsCloudTrail"
 KEY_RESOURCE = "ByokKey"
 ALIAS_RESOURCE = "ByokKeyAlias"
 
@@ -134,6 +148,89 @@ def key_policy(*, account_id: str, role_arn: str) -> dict[str, Any]:
     }
 
 
+def trail_read_policy(*, bucket: str, prefix: str = "") -> dict[str, Any]:
+    """The role's inline policy for the trail bucket: list the prefix, read its log files."""
+    list_statement: dict[str, Any] = {
+        "Sid": "ListTheTrailLogFiles",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": f"arn:aws:s3:::{bucket}",
+    }
+    if prefix:
+        list_statement["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            list_statement,
+            {
+                "Sid": "ReadTheTrailLogFiles",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            },
+        ],
+    }
+
+
+def trail_policy_json(*, bucket: str, prefix: str = "") -> str:
+    return _pretty(trail_read_policy(bucket=bucket, prefix=prefix))
+
+
+def put_trail_policy_command(*, role_name: str, bucket: str, prefix: str = "") -> str:
+    """The AWS CLI command that adds the trail read policy to an existing role."""
+    policy = json.dumps(trail_read_policy(bucket=bucket, prefix=prefix), separators=(",", ":"))
+    return " \\\n  ".join(
+        [
+            "aws iam put-role-policy",
+            f"--role-name {role_name}",
+            f"--policy-name {TRAIL_POLICY_NAME}",
+            f"--policy-document '{policy}'",
+        ]
+    )
+
+
+def trail_policy_for(*, role_name: str, trail) -> dict[str, str] | None:
+    """The inline policy (JSON) and the CLI command that adds it, for a known trail."""
+    if trail is None:
+        return None
+    return {
+        "json": trail_policy_json(bucket=trail.bucket, prefix=trail.prefix),
+        "command": put_trail_policy_command(
+            role_name=role_name, bucket=trail.bucket, prefix=trail.prefix
+        ),
+    }
+
+
+def _trail_policy_in_template() -> dict[str, Any]:
+    """:func:`trail_read_policy` over the template's parameters (CloudFormation fills them)."""
+    bucket = f"arn:${{AWS::Partition}}:s3:::${{{TRAIL_BUCKET_PARAMETER}}}"
+    return {
+        "PolicyName": TRAIL_POLICY_NAME,
+        "PolicyDocument": {
+            "Version": POLICY_VERSION,
+            "Statement": [
+                {
+                    "Sid": "ListTheTrailLogFiles",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": {"Fn::Sub": bucket},
+                    "Condition": {
+                        "StringLike": {
+                            "s3:prefix": [{"Fn::Sub": f"${{{TRAIL_PREFIX_PARAMETER}}}*"}]
+                        }
+                    },
+                },
+                {
+                    "Sid": "ReadTheTrailLogFiles",
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": {"Fn::Sub": f"{bucket}/${{{TRAIL_PREFIX_PARAMETER}}}*"},
+                },
+            ],
+        },
+    }
+
+
 def policies_json(
     *,
     account_id: str,
@@ -170,6 +267,8 @@ def cloudformation_templates(
     vendor_principal_arn: str,
     replacement: bool = False,
     role_name: str | None = None,
+    trail_bucket: str = "",
+    trail_prefix: str = "",
 ) -> dict[str, dict[str, Any]]:
     """Region → template, primary region first (deploy in that order)."""
     location = get_location(location_code)
@@ -182,6 +281,8 @@ def cloudformation_templates(
             replacement=replacement,
             region=region,
             role_name=role_name,
+            trail_bucket=trail_bucket,
+            trail_prefix=trail_prefix,
         )
         for region in location.regions
     }
@@ -196,12 +297,15 @@ def cloudformation_template(
     replacement: bool = False,
     region: str | None = None,
     role_name: str | None = None,
+    trail_bucket: str = "",
+    trail_prefix: str = "",
 ) -> dict[str, Any]:
     """The CloudFormation template for one region of the location (default: the primary).
 
     The primary region's template also creates the IAM role, unless ``replacement`` (the role
     already exists; replacement keys get the ``-next`` alias). See the module docstring for why
-    multi-region locations get one template per region.
+    multi-region locations get one template per region. ``trail_bucket``/``trail_prefix`` are
+    the defaults of the role template's CloudTrail parameters (the org's trail, when known).
     """
     location = get_location(location_code)
     region = region or location.primary_region
@@ -229,6 +333,14 @@ def cloudformation_template(
                 ),
                 # The vendor re-assumes well within an hour; never allow longer sessions.
                 "MaxSessionDuration": 3600,
+                # Read access to the customer's trail, only when they name its bucket.
+                "Policies": {
+                    "Fn::If": [
+                        TRAIL_CONDITION,
+                        [_trail_policy_in_template()],
+                        {"Ref": "AWS::NoValue"},
+                    ]
+                },
             },
         }
         outputs["RoleArn"] = {
@@ -270,7 +382,7 @@ def cloudformation_template(
     outputs["KeyAlias"] = {"Description": "Alias the vendor looks the key up by.", "Value": alias}
 
     what = "replacement key" if replacement else ("IAM role and key" if with_role else "key")
-    return {
+    template: dict[str, Any] = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": (
             f"BYOK onboarding kit: {what} for location {location.name}, "
@@ -293,6 +405,32 @@ def cloudformation_template(
         },
         "Resources": resources,
         "Outputs": outputs,
+    }
+    if with_role:
+        template["Parameters"] = _trail_parameters(bucket=trail_bucket, prefix=trail_prefix)
+        template["Conditions"] = {
+            TRAIL_CONDITION: {"Fn::Not": [{"Fn::Equals": [{"Ref": TRAIL_BUCKET_PARAMETER}, ""]}]}
+        }
+    return template
+
+
+def _trail_parameters(*, bucket: str, prefix: str) -> dict[str, Any]:
+    return {
+        TRAIL_BUCKET_PARAMETER: {
+            "Type": "String",
+            "Default": bucket,
+            "AllowedPattern": "^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+            "Description": (
+                "Optional: the S3 bucket your CloudTrail writes to. The role may then list the "
+                "trail's prefix and read its log files (s3:ListBucket, s3:GetObject), so the "
+                "portal can import them. Empty: no S3 access."
+            ),
+        },
+        TRAIL_PREFIX_PARAMETER: {
+            "Type": "String",
+            "Default": prefix,
+            "Description": "Optional: the key prefix of the trail's log files, e.g. AWSLogs/.",
+        },
     }
 
 

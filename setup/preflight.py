@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.db import transaction
 
+from audit.models import CloudTrailSource
 from audit.services import record_event, user_identity_for
 from connections.models import ByokConnection
 from core.errors import NotAllowed
@@ -45,9 +46,11 @@ from setup.checks import (  # noqa: F401 (re-exported: setup.preflight.X keeps w
     ROLE,
     ROUND_TRIP,
     THROTTLED_REMEDIATION,
+    TRAIL_READ,
     TRANSIENT_CAUSES,
     Check,
     PreflightReport,
+    TrailLocation,
     run_preflight_checks,
 )
 from setup.models import PreflightRun, RequestEvent, SetupRequest
@@ -136,6 +139,7 @@ def execute_preflight(*, preflight_run_id: int) -> PreflightRun:
                 alias=key_alias(),
                 encryption_context=preflight_encryption_context(request),
                 key_ids=_connected_keys(connection, request.location),
+                trail=trail_of(org),
             )
         except Exception:
             # A bug or a database error, not an AWS answer: logged for us, plain words for them.
@@ -198,6 +202,14 @@ def _finish(preflight_run_id: int, report: PreflightReport, *, role_arn: str) ->
         recipient_account_id=request.aws_account_id,
     )
     return run
+
+
+def trail_of(org) -> TrailLocation | None:
+    """The org's enabled CloudTrail source, whose read access the preflight checks too."""
+    source = CloudTrailSource.objects.filter(organization=org, enabled=True).first()
+    if source is None:
+        return None
+    return TrailLocation(bucket=source.bucket, prefix=source.prefix, region=source.region)
 
 
 def _connected_keys(connection: ByokConnection, location_code: str) -> dict[str, str] | None:

@@ -16,6 +16,7 @@ from connections.models import ByokConnection
 from orgs.permissions import org_admin_required
 from setup import onboarding
 from setup.models import SetupRequest
+from setup.preflight import trail_of
 
 
 def _request_and_connection(org, request_id: int) -> tuple[SetupRequest, ByokConnection]:
@@ -28,13 +29,17 @@ def _request_and_connection(org, request_id: int) -> tuple[SetupRequest, ByokCon
 
 
 def _kit_arguments(req: SetupRequest, connection: ByokConnection) -> dict:
-    # The request fixes account and location; the connection holds the ExternalId and role.
+    # The request fixes account and location; the connection holds the ExternalId and role;
+    # the org's CloudTrail source (if any) prefills the role's trail read permissions.
+    trail = trail_of(req.organization)
     return {
         "location_code": req.location,
         "account_id": req.aws_account_id,
         "external_id": connection.external_id,
         "vendor_principal_arn": settings.VENDOR_PRINCIPAL_ARN,
         "role_name": connection.role_name,
+        "trail_bucket": trail.bucket if trail else "",
+        "trail_prefix": trail.prefix if trail else "",
     }
 
 
@@ -54,6 +59,7 @@ def onboarding_kit(request, org, request_id: int):
         }
         for region in location.regions
     ]
+    trail = trail_of(org)
     policies = onboarding.policies_json(
         account_id=req.aws_account_id,
         external_id=connection.external_id,
@@ -76,6 +82,12 @@ def onboarding_kit(request, org, request_id: int):
             "regions": regions,
             "trust_policy_json": policies["trust_policy"],
             "key_policy_json": policies["key_policy"],
+            "trail": trail,
+            "trail_actions": onboarding.TRAIL_READ_ACTIONS,
+            "trail_parameter": onboarding.TRAIL_BUCKET_PARAMETER,
+            "trail_policy": onboarding.trail_policy_for(
+                role_name=connection.role_name, trail=trail
+            ),
         },
     )
 

@@ -180,6 +180,7 @@ RULES: dict[str, Rule] = {
     "integrations:webhook-test": ORG_ADMIN,
     "integrations:webhook-delete": ORG_ADMIN,
     "integrations:delivery-retry": ORG_ADMIN,
+    "integrations:acknowledge-unexplained": ORG_ADMIN,
     # Account representatives' pages.
     "review:queue": ACCOUNT_REP,
     "setup:staff-detail": ACCOUNT_REP,

@@ -2,7 +2,7 @@
 authentication. Headers are in test_security_headers.py, the browser walk-through in
 tests/e2e/test_security_browser.py."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.decorators import login_required
@@ -16,6 +16,7 @@ from freezegun import freeze_time
 from audit.models import AuditEvent
 from orgs.staff_roles import ACCOUNT_REPS
 from security.decorators import otp_required_for_destructive, recent_auth_required
+from security.tasks import report_closed_failure_windows
 from tests.factories import PASSWORD, OrganizationFactory, org_admin, staff_user
 from tests.support import (
     login_staff,
@@ -65,13 +66,23 @@ def test_five_wrong_passwords_lock_the_account_with_a_clear_page(client):
     assert "_auth_user_id" not in client.session
 
 
-def test_failed_sign_ins_and_the_lockout_are_audited(client):
+def test_failed_sign_ins_and_the_lockout_are_audited(client, settings):
+    # Counted per address and window (tests/security/test_failed_sign_in_events.py): the first
+    # failure at once, the rest with the lockout when the window closes.
+    settings.SIGN_IN_FAILURE_WINDOW_S = 300
     user = org_admin()
-    for _ in range(5):
-        sign_in(client, user.email, "wrong-password")
+    start = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    with freeze_time(start):
+        for _ in range(5):
+            sign_in(client, user.email, "wrong-password")
+    with freeze_time(start + timedelta(minutes=6)):
+        report_closed_failure_windows()
     failures = AuditEvent.objects.filter(event_name="ConsoleLogin", error_code__gt="")
-    assert failures.filter(error_code="Failed authentication").count() >= 5
-    assert failures.filter(error_code="AccountLocked").exists()
+    first, rest = failures.order_by("sequence")
+    assert first.error_code == "Failed authentication"
+    assert rest.error_code == "AccountLocked"
+    assert rest.record["requestParameters"]["failureCount"] == 4
+    assert rest.record["requestParameters"]["lockedOutCount"] == 1
     assert all(e.organization_id == user.organizations.get().pk for e in failures)
 
 
@@ -160,7 +171,11 @@ def test_a_code_verifies_once_and_wrong_codes_are_throttled(client):
     assert "not right" in refused.content.decode()
     again = replay.post("/accounts/2fa/verify/", {"code": "123456"})
     assert "Too many wrong codes" in again.content.decode()
-    assert AuditEvent.objects.filter(event_name="CheckMfa", error_code__gt="").count() == 2
+    # Both failures are audited: the first at once, the second counted until its window closes.
+    with freeze_time(timezone.now() + timedelta(days=1)):
+        report_closed_failure_windows()
+    failed = AuditEvent.objects.filter(event_name="CheckMfa", error_code__gt="")
+    assert sum(e.record["requestParameters"]["failureCount"] for e in failed) == 2
 
 
 def test_an_org_admin_who_set_up_an_authenticator_verifies_at_each_sign_in(client):

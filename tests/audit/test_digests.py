@@ -14,9 +14,18 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.urls import reverse
 from freezegun import freeze_time
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audit import digests
-from audit.chain import GENESIS_HASH, chain_name_for, digest_message, link_hash
+from audit.chain import (
+    DIGEST_DOMAIN,
+    DIGEST_VERSION,
+    GENESIS_HASH,
+    chain_name_for,
+    digest_message,
+    link_hash,
+)
 from audit.models import AuditEvent, ChainDigest, ChainHead
 from audit.services import record_event
 from orgs.staff_roles import SUPPORT_STAFF
@@ -44,8 +53,8 @@ def _insert_link(org, *, sequence, prev_hash, record, digest=None):
     _raw(
         "INSERT INTO audit_auditevent (organization_id, chain, sequence, prev_hash, hash, kind, "
         "event_id, event_time, event_source, event_name, principal, key_arn, aws_region, "
-        "error_code, request_id, record) VALUES (%s, %s, %s, %s, %s, 'portal', %s, %s, 'x', "
-        "%s, '', '', '', '', '', %s)",
+        "error_code, request_id, record, hash_format, imported_from) VALUES (%s, %s, %s, %s, "
+        "%s, 'portal', %s, %s, 'x', %s, '', '', '', '', '', %s, 2, '')",
         [
             org.pk,
             chain,
@@ -137,8 +146,9 @@ def test_a_tampered_chain_is_not_signed_and_staff_are_alerted():
 
     run = digests.sign_chain_digests()
 
-    assert run.signed == [] and run.breaks[0].sequence == 2
-    assert not ChainDigest.objects.exists()
+    chain = chain_name_for(org.pk)
+    assert [d for d in run.signed if d.chain == chain] == [] and run.breaks[0].sequence == 2
+    assert not ChainDigest.objects.filter(chain=chain).exists()
     (message,) = mail.outbox
     assert message.to == [support.email]
     assert f"org:{org.pk}: link 2" in message.body
@@ -349,3 +359,55 @@ def test_the_integrations_page_explains_offline_verification(client):
     assert reverse("audit:public-key") in html and reverse("audit:verifier") in html
     assert digest.key_id in html
     assert f"Latest digest: link {digest.sequence}," in html
+
+
+def test_the_command_says_how_far_the_signed_digests_reach():
+    org = OrganizationFactory()
+    _events(org, 3)
+    digests.sign_chain_digests()
+    _events(org, 2)
+    output = _verify("--org", str(org.pk))
+    assert f"org:{org.pk}: intact (links 1–5); signed up to link 3; the newest 2 not yet" in output
+
+
+# --- Digest messages: RFC 8785, the same bytes as the first digests' json.dumps -------------
+
+
+@given(
+    chain=st.sampled_from(["vendor"]) | st.integers(1, 10**12).map(lambda n: f"org:{n}"),
+    sequence=st.integers(1, 2**53),
+    head_hash=st.binary(min_size=32, max_size=32).map(bytes.hex),
+    signed_at=st.datetimes(timezones=st.just(UTC)).map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    key_id=st.binary(min_size=8, max_size=8).map(bytes.hex),
+    previous=st.none()
+    | st.binary(min_size=64, max_size=64).map(lambda b: base64.b64encode(b).decode()),
+)
+def test_digests_signed_before_rfc_8785_still_verify(
+    chain, sequence, head_hash, signed_at, key_id, previous
+):
+    document = {
+        "digestVersion": DIGEST_VERSION,
+        "chain": chain,
+        "sequence": sequence,
+        "headHash": head_hash,
+        "signedAt": signed_at,
+        "keyId": key_id,
+        "previousSignature": previous,
+    }
+    first_implementation = (
+        DIGEST_DOMAIN
+        + json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    assert digest_message(document) == first_implementation
+
+
+def test_a_links_format_is_rechecked_when_signing():
+    org = OrganizationFactory()
+    events = [
+        record_event(org=org, event_name="Decrypt", request_parameters={"n": 1e16})
+        for _ in range(2)
+    ]
+    # The formats differ for this record (format 1 writes 1e+16): claiming format 1 breaks it.
+    _raw("UPDATE audit_auditevent SET hash_format = 1 WHERE id = %s", [events[1].pk])
+    run = digests.sign_chain_digests()
+    assert run.breaks and run.breaks[0].sequence == 2

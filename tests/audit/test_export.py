@@ -6,6 +6,7 @@ import json
 import sys
 import types
 from datetime import UTC, datetime, timedelta
+from unittest.mock import ANY
 
 import pytest
 from django.urls import reverse
@@ -78,7 +79,7 @@ def test_json_export_is_streamed_in_cloudtrail_shape_with_exact_records(admin_cl
     assert response.streaming
     assert response["Content-Type"] == "application/json"
     document = json.loads(body)
-    assert list(document) == ["Records", "ChainName", "Chain", "Digests"]
+    assert list(document) == ["Records", "ChainName", "Chain", "Digests", "DigestSchedule"]
     assert document["Records"] == [event.record for event in events]
     assert body.startswith('{"Records":[')  # records come first, before chain and digests
 
@@ -94,6 +95,8 @@ def test_json_export_lists_each_records_chain_link(admin_client, org):
             "sequence": e.sequence,
             "prevHash": e.prev_hash,
             "hash": e.hash,
+            "hashFormat": 2,
+            "provenance": {"origin": "vendor-key-usage", "recordedByVendor": True},
         }
         for e in events
     ]
@@ -130,7 +133,8 @@ def test_json_export_carries_the_digests_for_its_sequence_range(admin_client, or
     assert document["Digests"] == [
         {"chain": f"org:{org.pk}", "sequence": events[-1].sequence, "signature": "sig"}
     ]
-    assert list(document)[-1] == "Digests"
+    assert list(document)[-2:] == ["Digests", "DigestSchedule"]
+    assert document["DigestSchedule"] == {"intervalSeconds": None, "nextDigestAt": None}
 
 
 def test_csv_export_has_the_main_columns_and_the_record(admin_client, org):
@@ -147,7 +151,43 @@ def test_csv_export_has_the_main_columns_and_the_record(admin_client, org):
     assert rows[0]["eventTime"] == "2025-05-01T12:00:00Z"
     assert rows[0]["resourceARN"] == KEY
     assert rows[0]["kind"] == "key-usage"
+    assert rows[0]["provenance"] == (
+        "Recorded by the portal (the vendor's call to your AWS account)"
+    )
     assert json.loads(rows[0]["record"]) == ok.record
+
+
+def test_exports_say_where_each_event_came_from(admin_client, org):
+    decrypt(org, T0)
+    record_event(org=org, event_name="RequestSetup", event_time=T0)
+    imported = {
+        "eventVersion": "1.09",
+        "eventID": "0b0e3a52-3c3c-4d8e-9e0b-000000000001",
+        "eventTime": "2025-05-01T12:05:00Z",
+        "eventSource": "kms.amazonaws.com",
+        "eventName": "DisableKey",
+    }
+    source = 's3://trail/AWSLogs/1/CloudTrail/us-east-1/2025/05/01/a,"b".json.gz'
+    record_event(
+        org=org, kind="ingested", event_name="DisableKey", record=imported, imported_from=source
+    )
+
+    _response, body = download(admin_client, org, format="json")
+    document = json.loads(body)
+    assert [entry["provenance"] for entry in document["Chain"]] == [
+        {"origin": "vendor-key-usage", "recordedByVendor": True},
+        {"origin": "portal", "recordedByVendor": True},
+        {"origin": "customer-cloudtrail", "recordedByVendor": False, "importedFrom": source},
+    ]
+    assert document["Records"][2] == imported  # the record itself is kept exactly
+
+    _response, body = download(admin_client, org, format="csv")
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert [row["provenance"] for row in rows[:3]] == [
+        "Recorded by the portal (the vendor's call to your AWS account)",
+        "Recorded by the portal",
+        f"Imported from your CloudTrail ({source})",
+    ]
 
 
 def test_export_holds_only_the_filtered_set(admin_client, org):
@@ -218,6 +258,7 @@ def test_empty_export_is_still_a_valid_document(admin_client, org):
         "ChainName": f"org:{org.pk}",
         "Chain": [],
         "Digests": [],
+        "DigestSchedule": {"intervalSeconds": 3600, "nextDigestAt": ANY},
     }
 
 
@@ -251,7 +292,7 @@ def test_json_export_verifies_offline_with_its_digests(admin_client, org):
 
     _response, body = download(admin_client, org, format="json")
     report = verify.verify_export(json.loads(body), digests.public_key())
-    assert report.ok, report.problems
+    assert report.status == verify.EXIT_OK, report.problems
     assert (report.events, report.digests) == (3, 2)
 
     _response, body = download(admin_client, org, format="json", errors_only="on")

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from freezegun import freeze_time
 
 from audit import digests, retention, verify
@@ -169,7 +170,9 @@ def test_the_vendor_chain_has_retention_too(settings):
 def test_deleting_early_links_without_a_purge_event_is_detected(aged):
     """Moving the base by hand (to hide deleted events) is not a retention purge."""
     chain = aged["chain"]
-    AuditEvent.objects.filter(chain=chain, sequence__lte=2).purge_for_retention()
+    # Someone with the database owner's rights (on PostgreSQL they get past the trigger too).
+    with transaction.atomic(), retention.allow_retention_delete():
+        AuditEvent.objects.filter(chain=chain, sequence__lte=2).purge_for_retention()
     ChainHead.objects.filter(chain=chain).update(
         base_sequence=3, base_prev_hash=aged["old"][1].hash
     )

@@ -29,6 +29,8 @@ def test_failed_login_is_recorded_without_the_password(client):
     event = AuditEvent.objects.get(organization=org)
     assert event.error_code == "Failed authentication"
     assert event.record["responseElements"] == {"ConsoleLogin": "Failure"}
+    # Counted per address and window (tests/security/test_failed_sign_in_events.py).
+    assert event.record["requestParameters"]["failureCount"] == 1
     assert "wrong-guess-123" not in str(event.record)
 
 

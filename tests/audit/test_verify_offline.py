@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from freezegun import freeze_time
 
 from audit import chain as portal_chain
 from audit import digests, verify
@@ -31,13 +32,12 @@ def _raw_key_text(key: Ed25519PrivateKey) -> str:
 
 @pytest.fixture
 def exported(tmp_path):
-    """An org with 9 events and digests at links 3, 6 and 8; its export and the public key."""
+    """An org with 9 events and digests at links 3, 6, 8 and 9; its export and the public key."""
     org = OrganizationFactory()
     for batch in (3, 3, 2, 1):
         for i in range(batch):
             record_event(org=org, event_name=f"Action{i}", request_parameters={"batch": batch})
-        if batch != 1:
-            digests.sign_chain_digests()
+        digests.sign_chain_digests()
     document = digests.export_document(org=org)
     key_file = tmp_path / "portal.pem"
     key_file.write_text(digests.public_key_pem())
@@ -51,12 +51,46 @@ def run(exported, document=None, *extra, capsys=None) -> tuple[int, str]:
     return code, capsys.readouterr().out if capsys else ""
 
 
-def test_a_fresh_export_verifies(exported, capsys):
+def test_a_fully_signed_export_verifies(exported, capsys):
     code, out = run(exported, capsys=capsys)
-    assert code == 0, out
-    assert [d["sequence"] for d in exported["document"]["Digests"]] == [3, 6, 8]
-    assert "OK: 9 event(s) intact; 3 digest(s) verified" in out
-    assert "Links 9–9 are intact but not yet covered by a signed digest" in out
+    assert code == verify.EXIT_OK == 0, out
+    assert [d["sequence"] for d in exported["document"]["Digests"]] == [3, 6, 8, 9]
+    assert "OK: 9 event(s) intact; 4 digest(s) verified" in out
+
+
+@freeze_time("2025-05-01 12:20:00")
+def test_an_export_whose_newest_events_are_not_signed_yet_says_when_they_will_be(exported, capsys):
+    org = exported["org"]
+    with freeze_time("2025-05-01 12:00:00"):
+        digests.sign_chain_digests()  # nothing moved: the last digest stays at link 9
+        record_event(org=org, event_name="Later")
+        digests.sign_chain_digests()  # link 10, at 12:00
+    record_event(org=org, event_name="Newest")  # links 11 and 12: after the newest digest
+    record_event(org=org, event_name="Newest")
+    document = digests.export_document(org=org)
+    assert document["DigestSchedule"] == {
+        "intervalSeconds": 3600,
+        "nextDigestAt": "2025-05-01T13:00:00Z",
+    }
+
+    code, out = run(exported, document, capsys=capsys)
+
+    assert code == verify.EXIT_NOT_YET_SIGNED == 3, out
+    (verdict,) = out.splitlines()
+    assert verdict.startswith("NOT YET SIGNED: the chain is intact (12 event(s))")
+    assert "every event up to link 10 is vouched for" in verdict
+    assert "the newest 2 event(s) (links 11–12) are not signed yet" in verdict
+    assert "the next one was due at about 2025-05-01T13:00:00Z" in verdict
+    assert "FAILED" not in out
+
+
+def test_an_export_nothing_has_signed_yet_is_not_called_tampered(exported, capsys):
+    document = copy.deepcopy(exported["document"])
+    document["Digests"] = []
+    code, out = run(exported, document, capsys=capsys)
+    assert code == verify.EXIT_UNSIGNED == 4, out
+    assert out.startswith("UNSIGNED: the chain is intact (9 event(s), links 1–9), but no signed")
+    assert "FAILED" not in out and "changed" not in out
 
 
 def test_the_verifier_runs_stand_alone_without_django(exported):
@@ -116,7 +150,7 @@ def test_an_export_with_a_signed_link_removed_is_rejected(exported, capsys):
     document = copy.deepcopy(exported["document"])
     del document["Records"][5], document["Chain"][5]  # link 6, named by a digest
     code, out = run(exported, document, "--allow-gaps", capsys=capsys)
-    assert code == 0  # a filtered export may lack it: noted, not failed
+    assert code == 0, out  # a filtered export may lack it: noted, not failed
     assert "Link 6 is missing from the export" in out
     code, out = run(exported, document, capsys=capsys)
     assert code == 1 and "Link 6 is missing from the export" in out
@@ -186,7 +220,7 @@ def test_a_public_key_other_than_the_portals_rejects_the_export(exported, capsys
         )
     )
     code, out = run(exported, capsys=capsys)
-    assert code == 1 and out.count("signed by another key") == 3
+    assert code == 1 and out.count("signed by another key") == 4
 
 
 def test_a_digest_removed_from_the_export_is_detected(exported, capsys):
@@ -203,24 +237,32 @@ def test_a_newest_first_export_verifies(exported, capsys):
     assert run(exported, document, capsys=capsys)[0] == 0
 
 
-def test_an_export_without_digests_is_not_vouched_for(exported, capsys):
+def test_an_edited_export_without_digests_is_still_tampered(exported, capsys):
     document = copy.deepcopy(exported["document"])
     document["Digests"] = []
+    document["Records"][0]["eventName"] = "Forged"
     code, out = run(exported, document, capsys=capsys)
-    assert code == 1 and "No signed digest covers these events" in out
+    assert code == 1 and "Link 1 (event" in out and "the record was changed" in out
 
 
-def test_an_unreadable_export_exits_2(exported, capsys):
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", '{"Records": [], "Chain": [], "x": NaN}', "[" * 600 + "]" * 600],
+    ids=["not-json", "nan", "too-deep"],
+)
+def test_an_unreadable_export_exits_2(exported, capsys, text):
     path = exported["tmp"] / "broken.json"
-    path.write_text("{not json")
+    path.write_text(text)
     assert verify.main([str(path), "--public-key", str(exported["key_file"])]) == 2
-    assert "not JSON" in capsys.readouterr().err
+    assert "ERROR:" in capsys.readouterr().err
 
 
-def test_the_verifiers_hashing_is_the_portals():
-    record = {"eventID": "e", "b": [1, "ü", {"z": None, "a": 1.5}], "a": True}
-    assert verify.link_hash(chain="org:7", sequence=3, prev_hash="ab", record=record) == (
-        portal_chain.link_hash(chain="org:7", sequence=3, prev_hash="ab", record=record)
+@pytest.mark.parametrize("hash_format", [1, 2])
+def test_the_verifiers_hashing_is_the_portals(hash_format):
+    record = {"eventID": "e", "b": [1, "ü", {"z": None, "a": 1.5, "n": 1e16}], "a": True}
+    link = {"chain": "org:7", "sequence": 3, "prev_hash": "ab", "record": record}
+    assert verify.link_hash(**link, hash_format=hash_format) == (
+        portal_chain.link_hash(**link, hash_format=hash_format)
     )
     digest = {field: f"v-{field}" for field in portal_chain.DIGEST_SIGNED_FIELDS}
     assert verify.digest_message(digest | {"signature": "s"}) == portal_chain.digest_message(digest)
@@ -230,10 +272,11 @@ def test_the_verifiers_hashing_is_the_portals():
 def test_the_portals_own_json_export_verifies_offline(exported, client, capsys):
     org = exported["org"]
     client.force_login(org_admin(org))
+    digests.sign_chain_digests()  # the sign-in may have added an event
     response = client.get(f"/orgs/{org.pk}/audit/?format=json")
     assert response.status_code == 200
     document = json.loads(b"".join(response.streaming_content))
-    assert [d["sequence"] for d in document["Digests"]] == [3, 6, 8]
+    assert [d["sequence"] for d in document["Digests"]][:4] == [3, 6, 8, 9]
 
     code, out = run(exported, document, capsys=capsys)
 
@@ -241,3 +284,21 @@ def test_the_portals_own_json_export_verifies_offline(exported, client, capsys):
     edited = copy.deepcopy(document)
     edited["Records"][0]["eventName"] = "Forged"
     assert run(exported, edited, capsys=capsys)[0] == 1
+
+
+def test_the_demo_signs_a_first_digest_so_a_fresh_export_verifies(tmp_path, capsys):
+    from demo.seed import sign_first_digests
+
+    org = OrganizationFactory()
+    for i in range(3):
+        record_event(org=org, event_name=f"Seeded{i}")
+
+    assert "chain(s) signed" in sign_first_digests()
+
+    key_file = tmp_path / "portal.pem"
+    key_file.write_text(digests.public_key_pem())
+    code, out = run(
+        {"tmp": tmp_path, "key_file": key_file, "document": digests.export_document(org=org)},
+        capsys=capsys,
+    )
+    assert code == 0 and out.startswith("OK: 3 event(s) intact"), out

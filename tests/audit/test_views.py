@@ -140,6 +140,70 @@ def test_events_are_listed_newest_first_with_their_kind(admin_client, org):
         assert badge in html
 
 
+TRAIL_FILE = (
+    "s3://acme-trail/AWSLogs/111122223333/CloudTrail/us-east-1/2025/05/01/"
+    "111122223333_CloudTrail_us-east-1_20250501T1200Z_x1.json.gz"
+)
+
+
+def imported_event(org, name="DisableKey", *, at, source="kms.amazonaws.com"):
+    """An event imported from the customer's trail, as ingestion records it."""
+    record = {
+        "eventVersion": "1.08",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/alice"},
+        "eventTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "requestID": str(uuid.uuid4()),
+        "eventID": str(uuid.uuid4()),
+    }
+    return record_event(
+        org=org, kind="ingested", event_name=name, record=record, imported_from=TRAIL_FILE
+    )
+
+
+def row_of(response, name) -> str:
+    html = response.content.decode()
+    rows = re.findall(r"<tr[^>]*>.*?</tr>", html, flags=re.S)
+    return next(row for row in rows if f">{name}</a>" in row)
+
+
+def test_list_marks_imported_events_with_their_file_apart_from_the_portals_own(admin_client, org):
+    record_event(org=org, event_name="SetupRequested", event_time=T0)
+    kms_event(org, "GenerateDataKey", at=T0 + timedelta(minutes=1))
+    imported_event(org, at=T0 + timedelta(minutes=2))
+
+    response = admin_client.get(reverse("audit:list", args=[org.pk]))
+
+    imported = row_of(response, "DisableKey")
+    assert "Imported from your CloudTrail" in imported
+    assert "111122223333_CloudTrail_us-east-1_20250501T1200Z_x1.json.gz</code>" in imported
+    assert f'title="{TRAIL_FILE}"' in imported
+    for name in ("SetupRequested", "GenerateDataKey"):
+        row = row_of(response, name)
+        assert "Recorded by the portal" in row and "Imported" not in row
+
+
+def test_detail_says_an_imported_event_came_from_the_customers_trail(admin_client, org):
+    event = imported_event(org, at=T0, source="byok.portal.vendor.example")
+
+    html = admin_client.get(reverse("audit:event", args=[org.pk, event.event_id])).content.decode()
+
+    assert "Imported from your CloudTrail." in html
+    assert f"<code>{TRAIL_FILE}</code>" in html
+    assert "it is not something the portal recorded" in html
+
+
+def test_detail_of_the_portals_own_event_says_the_portal_recorded_it(admin_client, org):
+    event = kms_event(org, at=T0)
+
+    html = admin_client.get(reverse("audit:event", args=[org.pk, event.event_id])).content.decode()
+
+    assert "Recorded by the portal (the vendor&#x27;s call to your AWS account)" in html
+    assert "Imported from your CloudTrail" not in html
+
+
 def test_empty_log_has_a_helpful_empty_state(admin_client, org):
     response = admin_client.get(reverse("audit:list", args=[org.pk]))
     assert response.status_code == 200
@@ -383,6 +447,9 @@ def test_pages_carry_no_inline_style_for_the_csp(admin_client, org):
 def test_page_runs_a_fixed_number_of_queries(admin_client, org, django_assert_max_num_queries):
     for i in range(30):
         kms_event(org, at=T0 + timedelta(minutes=i))
-    with django_assert_max_num_queries(8):  # session, user, org, role, page, chart
+    # session, user, staff permissions (two-factor is by what a user can do), org, role, page,
+    # chart, the vendor's calls by day (2 aggregates and the trail source) and the
+    # unexplained-call banner: a constant, whatever the number of events
+    with django_assert_max_num_queries(13):
         response = admin_client.get(reverse("audit:list", args=[org.pk]))
     assert response.status_code == 200

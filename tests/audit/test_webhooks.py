@@ -1,9 +1,6 @@
 """SIEM webhook delivery against a real local HTTP server (http.server on 127.0.0.1)."""
 
-import hashlib
-import hmac
 import json
-import socket
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +9,9 @@ import pytest
 from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from audit import webhooks
+from audit import webhook_transport, webhooks
 from audit.models import AuditEvent, WebhookDelivery, WebhookEndpoint
 from audit.services import record_event
 from tests.factories import OrganizationFactory, org_admin, org_member
@@ -21,12 +19,14 @@ from tests.factories import OrganizationFactory, org_admin, org_member
 pytestmark = pytest.mark.django_db
 
 SECRET = "correct-horse-siem-secret"
+# What a receiver gives a Standard Webhooks library for that passphrase (docs/siem-webhooks.md).
+LIBRARY_SECRET = "whsec_Y29ycmVjdC1ob3JzZS1zaWVtLXNlY3JldA=="
 
 
 class Receiver:
     """A SIEM stand-in: records each request, answers with the queued status codes."""
 
-    def __init__(self):
+    def __init__(self, *, tls=None):
         self.requests: list[dict] = []
         self.statuses: list[int] = []
         self.default_status = 200
@@ -48,14 +48,20 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/byok-audit"
+        if tls is not None:  # an ssl.SSLContext (server side): an HTTPS receiver
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/byok-audit"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
         self.thread.start()
 
     def for_event(self, event: AuditEvent) -> list[dict]:
-        return [r for r in self.requests if r["headers"]["X-BYOK-Event-Id"] == str(event.event_id)]
+        def event_id(request):
+            return json.loads(request["body"])["Records"][0]["eventID"]
+
+        return [r for r in self.requests if event_id(r) == str(event.event_id)]
 
     def stop(self):
         self.server.shutdown()
@@ -92,14 +98,11 @@ def test_each_event_is_posted_as_cloudtrail_json_with_a_verifiable_signature(hoo
 
     (request,) = receiver.for_event(event)
     headers, body = request["headers"], request["body"]
-    assert json.loads(body) == {"Records": [event.record]}
+    assert json.loads(body)["Records"] == [event.record]
     assert headers["Content-Type"] == "application/json"
-    expected = hmac.new(
-        SECRET.encode(), headers["X-BYOK-Timestamp"].encode() + b"." + body, hashlib.sha256
-    ).hexdigest()
-    assert headers["X-BYOK-Signature"] == f"sha256={expected}"
+    assert Webhook(LIBRARY_SECRET).verify(body, headers)["Records"] == [event.record]
     delivery = WebhookDelivery.objects.get(event=event)
-    assert headers["X-BYOK-Delivery"] == str(delivery.pk)
+    assert headers["webhook-id"] == f"msg_{delivery.pk}"
     assert delivery.status == "delivered" and delivery.attempts == 1
     assert delivery.last_status_code == 200
 
@@ -107,12 +110,57 @@ def test_each_event_is_posted_as_cloudtrail_json_with_a_verifiable_signature(hoo
 def test_a_signature_made_with_another_secret_does_not_verify(hooked, receiver):
     event = hooked["record"]()
     (request,) = receiver.for_event(event)
-    forged = webhooks.signature_for(
-        secret=b"another-secret-entirely",
-        timestamp=request["headers"]["X-BYOK-Timestamp"],
-        body=request["body"],
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b"another-secret-entirely").verify(request["body"], request["headers"])
+
+
+def test_the_payload_says_what_the_portal_recorded(hooked, receiver):
+    event = hooked["record"]()
+
+    (request,) = receiver.for_event(event)
+    assert json.loads(request["body"])["Provenance"] == [
+        {"eventID": str(event.event_id), "origin": "portal", "recordedByVendor": True}
+    ]
+
+
+def test_an_imported_record_posing_as_the_portal_is_delivered_as_imported(hooked, receiver):
+    # A customer's trail may hold anything, even the portal's own event source and a vendor
+    # identity: the record is delivered as written, and its provenance says where it came from.
+    forged = {
+        "eventVersion": "1.08",
+        "eventTime": "2026-05-01T10:00:00Z",
+        "eventSource": "byok.portal.vendor.example",
+        "eventName": "RestoreKeyAccess",
+        "userIdentity": {"type": "IAMUser", "userName": "rep@vendor.example"},
+        "eventID": "5f0b7f5e-3f7a-4c1e-9a57-5b8f9b0b1c2d",
+        "requestID": "r-1",
+    }
+    event = hooked["record"](
+        "RestoreKeyAccess",
+        kind=AuditEvent.Kind.INGESTED,
+        record=forged,
+        imported_from="s3://acme-trail/AWSLogs/1.json.gz",
     )
-    assert forged != request["headers"]["X-BYOK-Signature"]
+
+    (request,) = receiver.for_event(event)
+    payload = json.loads(request["body"])
+    assert payload["Records"] == [forged]
+    assert payload["Provenance"] == [
+        {
+            "eventID": forged["eventID"],
+            "origin": "customer-cloudtrail",
+            "recordedByVendor": False,
+            "importedFrom": "s3://acme-trail/AWSLogs/1.json.gz",
+        }
+    ]
+
+
+def test_a_key_usage_event_is_delivered_as_the_vendors_call(hooked, receiver):
+    event = hooked["record"]("Decrypt", kind=AuditEvent.Kind.KEY_USAGE)
+
+    (request,) = receiver.for_event(event)
+    (provenance,) = json.loads(request["body"])["Provenance"]
+    assert provenance["origin"] == "vendor-key-usage" and provenance["recordedByVendor"]
 
 
 def test_failed_attempts_are_retried_with_exponential_backoff(hooked, receiver):
@@ -125,10 +173,11 @@ def test_failed_attempts_are_retried_with_exponential_backoff(hooked, receiver):
     assert delivery.status == "delivered" and delivery.attempts == 3
     assert [h["statusCode"] for h in delivery.history] == [500, 503, 200]
     assert [h["retryInS"] for h in delivery.history] == [30.0, 60.0, None]
-    # Every attempt is signed afresh, with the same delivery id.
-    assert {r["headers"]["X-BYOK-Delivery"] for r in receiver.for_event(event)} == {
-        str(delivery.pk)
-    }
+    # Every attempt is signed afresh, with the same message id (receivers dedupe on it).
+    attempts = receiver.for_event(event)
+    assert {r["headers"]["webhook-id"] for r in attempts} == {f"msg_{delivery.pk}"}
+    for request in attempts:
+        Webhook(LIBRARY_SECRET).verify(request["body"], request["headers"])
 
 
 def test_after_the_last_retry_the_delivery_is_failed_and_shown(hooked, receiver, client):
@@ -215,11 +264,7 @@ def test_an_address_that_resolves_to_a_private_network_is_refused(
 ):
     endpoint = WebhookEndpoint.objects.get(organization=hooked["org"])
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url="https://siem.example.test/in")
-    monkeypatch.setattr(
-        webhooks.socket,
-        "getaddrinfo",
-        lambda *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 443))],
-    )
+    monkeypatch.setattr(webhook_transport, "resolve_addresses", lambda host, port: ["10.1.2.3"])
 
     event = hooked["record"]()
 

@@ -221,3 +221,46 @@ def test_a_call_recorded_inside_a_callers_transaction_is_refused_not_tied_to_it(
         with transaction.atomic():
             recorder_for(org)(kms_call())
     assert not AuditEvent.objects.filter(organization=org).exists()
+
+
+def test_every_attempt_aws_answered_is_recorded_retries_included(
+    customer_aws, org, aws_hooks, no_retry_delay
+):
+    """botocore retries a throttled call under a new request ID and CloudTrail logs both
+    attempts: both are on record, so the customer's trail never shows a call we cannot name."""
+    from tests.customer_aws import error_response
+
+    customer_aws.create_role(external_id="byok-ext-id-1")
+    key_arn = customer_aws.create_key("eu-west-1")
+    throttled = {"sts": 1, "kms": 2}  # attempts to refuse before AWS answers normally
+
+    def throttle(service):
+        def before_send(request, **kwargs):
+            if throttled[service]:
+                throttled[service] -= 1
+                code = "Throttling" if service == "sts" else "ThrottlingException"
+                return error_response(request, service=service, code=code, message=code, status=400)
+            return None
+
+        return before_send
+
+    aws_hooks.append(("before-send.sts.AssumeRole", throttle("sts")))
+    aws_hooks.append(("before-send.kms.DescribeKey", throttle("kms")))
+    session = aws.assume_customer_role(
+        role_arn=customer_aws.role_arn,
+        external_id="byok-ext-id-1",
+        cached=False,
+        on_call=recorder_for(org),
+    )
+    session.describe_key("eu-west-1", key_arn)
+
+    events = list(AuditEvent.objects.filter(organization=org).order_by("sequence"))
+    assert [(e.event_name, e.error_code) for e in events] == [
+        ("AssumeRole", "Throttling"),
+        ("AssumeRole", ""),
+        ("DescribeKey", "ThrottlingException"),
+        ("DescribeKey", "ThrottlingException"),
+        ("DescribeKey", ""),
+    ]
+    request_ids = [e.request_id for e in events]
+    assert len(set(request_ids)) == 5 and all(request_ids)

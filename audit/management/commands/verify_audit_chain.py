@@ -1,15 +1,18 @@
 """``manage.py verify_audit_chain [--org ID]``: re-hash audit chains; name the first broken link.
 
 Each chain is walked from its base (the genesis, or the first link retention kept) to its head,
-re-hashing every record and checking every link, and against the signed hourly digests (a chain
-rewritten with fresh hashes still contradicts them). Exit status 1 when any chain is broken.
+re-hashing every record in its link's hash format (1: json.dumps text, before RFC 8785; 2: RFC
+8785 canonical JSON, docs/audit-format.md) and checking every link, and against the signed
+hourly digests (a chain rewritten with fresh hashes still contradicts them). An intact chain
+also says how far its digests reach: the newest links wait for the next hourly digest. Exit
+status 1 when any chain is broken.
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.chain import chain_name_for
 from audit.digests import verify_chain
-from audit.models import ChainHead
+from audit.models import AuditEvent, ChainDigest, ChainHead
 
 
 class Command(BaseCommand):
@@ -32,12 +35,7 @@ class Command(BaseCommand):
             checked += 1
             brk = verify_chain(head.chain)
             if brk is None:
-                first = head.base_sequence if head.sequence >= head.base_sequence else "-"
-                self.stdout.write(
-                    f"{head.chain}: intact (links {first}–{head.sequence})"
-                    if head.sequence
-                    else f"{head.chain}: intact (empty)"
-                )
+                self.stdout.write(f"{head.chain}: intact {_describe(head)}")
             else:
                 breaks.append(brk)
                 self.stdout.write(self.style.ERROR(f"{head.chain}: BROKEN at {brk}"))
@@ -49,3 +47,29 @@ class Command(BaseCommand):
                 returncode=1,
             )
         self.stdout.write(self.style.SUCCESS(f"{checked} audit chain(s) verified: all intact."))
+
+
+def _describe(head: ChainHead) -> str:
+    """``(links 1–12); signed up to link 10; the newest 2 not yet`` and the like."""
+    if not head.sequence:
+        return "(empty)"
+    first = head.base_sequence if head.sequence >= head.base_sequence else "-"
+    parts = [f"(links {first}–{head.sequence})"]
+    legacy = AuditEvent.objects.filter(
+        chain=head.chain, sequence__gte=head.base_sequence, hash_format=1
+    ).count()
+    if legacy:
+        parts.append(f"{legacy} hashed in format 1, from before RFC 8785")
+    signed = (
+        ChainDigest.objects.filter(chain=head.chain)
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    )
+    if signed is None:
+        parts.append("no signed digest yet")
+    elif signed < head.sequence:
+        parts.append(f"signed up to link {signed}; the newest {head.sequence - signed} not yet")
+    else:
+        parts.append("all signed")
+    return "; ".join(parts)

@@ -134,12 +134,6 @@ class AuditEvent(models.Model):
                 name="audit_org_errors",
             ),
             models.Index(fields=["request_id"], name="audit_request_id"),
-            # The vendor's calls recorded per day (reconciliation on the audit page).
-            models.Index(
-                fields=["organization", "event_time"],
-                condition=models.Q(kind="key-usage"),
-                name="audit_org_key_usage",
-            ),
         ]
 
     def __str__(self) -> str:
@@ -397,3 +391,32 @@ class TrailCallMatch(models.Model):
     @property
     def is_confirmed(self) -> bool:
         return self.portal_event_id is not None
+
+
+class EventCount(models.Model):
+    """How many events an organization's log holds in one UTC hour (by ``event_time``).
+
+    Kept in the same transaction as each event (``audit.counts``), so the audit page's chart
+    and the vendor's calls per day cost their number of hours, not their number of events.
+    Retention subtracts what it purges.
+    """
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    total = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    key_usage = models.BigIntegerField(default=0)
+    # The vendor's calls of this hour the customer's trail confirmed (by the hour the portal
+    # recorded them), and the trail's calls of this hour the portal has no record of.
+    confirmed = models.BigIntegerField(default=0)
+    unexplained = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "hour"], name="eventcount_org_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} @ {self.hour:%Y-%m-%d %H}:00: {self.total}"

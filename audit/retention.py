@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.counts import count_matches, uncount_events
 from audit.digests import RETENTION_PURGE_EVENT, org_id_of
 from audit.models import AuditEvent, ChainDigest, ChainHead, TrailCallMatch, WebhookDelivery
 from audit.services import record_event, user_identity_for
@@ -65,15 +66,22 @@ def purge_chain(*, chain: str, cutoff: datetime, batch_size: int) -> PurgeResult
     # Operational rows that point at the links go first (delivery log, digests of them).
     WebhookDelivery.objects.filter(event__chain=chain, event__sequence__lte=last_sequence).delete()
     # A reconciliation row goes with the first of its two events (trail call, portal record).
-    TrailCallMatch.objects.filter(
+    matches = TrailCallMatch.objects.filter(
         Q(trail_event__chain=chain, trail_event__sequence__lte=last_sequence)
         | Q(portal_event__chain=chain, portal_event__sequence__lte=last_sequence)
-    ).delete()
+    )
+    for org_id in set(matches.values_list("organization_id", flat=True)):
+        count_matches(
+            org_id=org_id,
+            matches=matches.filter(organization_id=org_id).values_list("recorded_at", "call_time"),
+            sign=-1,
+        )
+    matches.delete()
     ChainDigest.objects.filter(chain=chain, sequence__lte=last_sequence).delete()
+    purged = AuditEvent.objects.filter(chain=chain, sequence__lte=last_sequence)
+    uncount_events(purged)
     with allow_retention_delete():
-        deleted = AuditEvent.objects.filter(
-            chain=chain, sequence__lte=last_sequence
-        ).purge_for_retention()
+        deleted = purged.purge_for_retention()
     new_base = last_sequence + 1
     ChainHead.objects.filter(pk=head.pk).update(base_sequence=new_base, base_prev_hash=last_hash)
     org_id = org_id_of(chain)

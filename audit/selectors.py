@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import Count, Max, Min, Q, QuerySet, TextField
-from django.db.models.functions import Cast, Coalesce, TruncDate, TruncDay, TruncHour
+from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.shortcuts import get_object_or_404
 
+from audit import counts
 from audit.chain import chain_name_for
 from audit.filters import AuditFilters
 from audit.models import AuditEvent, ChainHead, CloudTrailSource, TrailCallMatch
@@ -60,7 +61,14 @@ def get_event(*, org, event_id) -> AuditEvent:
 def event_volume(
     *, org, filters: AuditFilters, start: datetime, end: datetime, unit: str
 ) -> dict[datetime, tuple[int, int]]:
-    """``{bucket start: (events, errors)}`` by ``unit`` ("hour" or "day"), in one query."""
+    """``{bucket start: (events, errors)}`` by ``unit`` ("hour" or "day"), in one query.
+
+    Unfiltered, by whole hours: read from the hourly counts (``audit.counts``), one row per
+    hour instead of one per event.
+    """
+    if not filters.is_active and unit == "hour" and start == counts.hour_of(start):
+        hourly = counts.hourly(org=org, start=start, end=end)
+        return {hour: (total, errors) for hour, (total, errors, _) in hourly.items() if total}
     trunc = {"hour": TruncHour, "day": TruncDay}[unit]
     rows = (
         _filtered(AuditEvent.objects.filter(organization=org), filters)
@@ -162,56 +170,17 @@ class Reconciliation:
         return sum(d.unexplained for d in self.days)
 
 
-def _per_day(queryset: QuerySet, field: str) -> dict[date, int]:
-    rows = (
-        queryset.order_by()
-        .annotate(day=TruncDate(field, tzinfo=UTC))
-        .values("day")
-        .annotate(n=Count("*"))
-        .values_list("day", "n")
-    )
-    return dict(rows)
-
-
 def vendor_calls_by_day(*, org, now: datetime, days: int = RECONCILIATION_DAYS) -> Reconciliation:
     """Per UTC day of the last ``days``: the vendor's calls recorded, confirmed by the customer's
-    trail, and the trail's unexplained calls: two aggregates on partial indexes
-    (``audit_org_key_usage``; ``trailcall_confirmed`` + ``trailcall_unexplained``), never a scan
-    of the org's events."""
+    trail, and the trail's unexplained calls: one aggregate over the hourly counts
+    (``audit.counts``, at most 24 rows a day); never a scan of the org's events or matches."""
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=days - 1)
     start = datetime.combine(first, time(0), tzinfo=UTC)
-    recorded = _per_day(
-        AuditEvent.objects.filter(
-            organization=org, kind=AuditEvent.Kind.KEY_USAGE, event_time__gte=start
-        ),
-        "event_time",
-    )
-    # One pass over the org's matches: a confirmed call counts on the day the portal recorded
-    # it (recorded_at), an unexplained one on its day in the trail (call_time, recorded_at
-    # empty) — each on its own partial index.
-    matches = list(
-        TrailCallMatch.objects.filter(organization=org)
-        .filter(Q(recorded_at__gte=start) | Q(portal_event__isnull=True, call_time__gte=start))
-        .order_by()
-        .annotate(day=TruncDate(Coalesce("recorded_at", "call_time"), tzinfo=UTC))
-        .values("day")
-        .annotate(
-            confirmed=Count("id", filter=Q(portal_event__isnull=False)),
-            unexplained=Count("id", filter=Q(portal_event__isnull=True)),
-        )
-        .values_list("day", "confirmed", "unexplained")
-    )
-    confirmed = {day: n for day, n, _ in matches}
-    unexplained = {day: n for day, _, n in matches}
+    per_day = counts.calls_by_day(org=org, start=start)
     return Reconciliation(
         days=[
-            CallsOfDay(
-                day=day,
-                recorded=recorded.get(day, 0),
-                confirmed=confirmed.get(day, 0),
-                unexplained=unexplained.get(day, 0),
-            )
+            CallsOfDay(day, *per_day.get(day, (0, 0, 0)))
             for day in (today - timedelta(days=n) for n in range(days))
         ],
         trail_source=CloudTrailSource.objects.filter(organization=org).first(),

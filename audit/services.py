@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from audit.canonical import NotCanonicalizable
 from audit.chain import CURRENT_HASH_FORMAT, chain_name_for, link_hash_of_bytes, record_bytes
+from audit.counts import count_event
 
 # Chain verification lives with the digests (it honours retention bases and signed heads).
 from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
@@ -150,6 +151,13 @@ def record_event(
             imported_from=imported_from[:1100],
         )
         ChainHead.objects.filter(pk=head.pk).update(sequence=sequence, head_hash=digest)
+        if org is not None:
+            count_event(
+                org_id=org.pk,
+                event_time=event_time,
+                error=bool(record.get("errorCode")),
+                key_usage=kind == AuditEvent.Kind.KEY_USAGE,
+            )
     return event
 
 

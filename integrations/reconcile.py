@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.counts import count_matches
 from audit.models import AuditEvent, CloudTrailSource, TrailCallMatch
 from audit.services import record_event, user_identity_for
 from connections.key_usage import role_name_of
@@ -166,6 +167,7 @@ def reconcile_imported_events(*, org, events) -> ReconcileResult:
             )
         )
     TrailCallMatch.objects.bulk_create(rows, batch_size=_BATCH)
+    count_matches(org_id=org.pk, matches=[(row.recorded_at, row.call_time) for row in rows])
     unexplained = [row for row in rows if row.portal_event_id is None]
     if unexplained:
         _raise_alert(org, role, unexplained)

@@ -14,14 +14,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(
-                condition=models.Q(("kind", "key-usage")),
-                fields=["organization", "event_time"],
-                name="audit_org_key_usage",
-            ),
-        ),
         migrations.CreateModel(
             name="TrailCallMatch",
             fields=[

@@ -139,6 +139,11 @@ def role_name_of(role_arn: str) -> str:
     return role_arn.rsplit("/", 1)[-1] if "/" in role_arn else ""
 
 
+def session_arn_prefix(*, account_id: str, role_arn: str) -> str:
+    """Every session of the role has an ARN that starts with this (as CloudTrail names it)."""
+    return assumed_role_arn(account_id=account_id, role_arn=role_arn, session_name="")
+
+
 def assumed_role_arn(*, account_id: str, role_arn: str, session_name: str) -> str:
     return f"arn:aws:sts::{account_id}:assumed-role/{role_name_of(role_arn)}/{session_name}"
 

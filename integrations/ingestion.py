@@ -50,7 +50,7 @@ from audit.models import AuditEvent, CloudTrailSource, IngestedFile
 from audit.retention import retention_cutoff
 from audit.services import record_event
 from connections import aws
-from connections.key_usage import recorder_for
+from connections.key_usage import recorder_for, session_arn_prefix
 from connections.models import ByokConnection, ConnectionState, RegionalKey
 from core.errors import NotAllowed
 from core.tasks import enqueue, enqueue_on_commit
@@ -195,7 +195,7 @@ class ByokMatcher:
     @property
     def session_prefix(self) -> str:
         """ARNs of sessions of the BYOK role start with this."""
-        return f"arn:aws:sts::{self.account_id}:assumed-role/{self.role_name}/"
+        return session_arn_prefix(account_id=self.account_id, role_arn=self.role_arn)
 
     def touches(self, record: dict) -> bool:
         prefix = self.session_prefix

@@ -35,7 +35,7 @@ from django.utils import timezone
 from audit.counts import count_matches
 from audit.models import AuditEvent, CloudTrailSource, TrailCallMatch
 from audit.services import record_event, user_identity_for
-from connections.key_usage import role_name_of
+from connections.key_usage import session_arn_prefix
 from connections.models import ByokConnection
 from core.errors import NotAllowed
 from orgs.notices import absolute_url, org_admin_emails, send_notice
@@ -54,7 +54,7 @@ class VendorRole:
 
     role_arn: str
     account_id: str
-    session_prefix: str  # the same as integrations.ingestion.ByokMatcher.session_prefix
+    session_prefix: str
     trail_bucket: str
 
     @classmethod
@@ -69,9 +69,7 @@ class VendorRole:
         return cls(
             role_arn=connection.role_arn,
             account_id=account,
-            session_prefix=(
-                f"arn:aws:sts::{account}:assumed-role/{role_name_of(connection.role_arn)}/"
-            ),
+            session_prefix=session_arn_prefix(account_id=account, role_arn=connection.role_arn),
             trail_bucket=bucket or "",
         )
 

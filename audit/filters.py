@@ -41,6 +41,27 @@ class AuditFilters:
         return any(getattr(self, f.name) not in (None, "", False) for f in fields(self))
 
 
+def filter_events(queryset, filters: AuditFilters):
+    """``queryset`` narrowed to ``filters``: exact matches only, each one the second column of
+    an (organization, …) index."""
+    if filters.start is not None:
+        queryset = queryset.filter(event_time__gte=filters.start)
+    if filters.end is not None:
+        queryset = queryset.filter(event_time__lte=filters.end)
+    exact = {
+        "event_name": filters.event_name,
+        "event_source": filters.event_source,
+        "principal": filters.principal,
+        "key_arn": filters.resource,
+        "aws_region": filters.region,
+        "request_id": filters.request_id,
+    }
+    queryset = queryset.filter(**{field: value for field, value in exact.items() if value})
+    if filters.errors_only:
+        queryset = queryset.exclude(error_code="")
+    return queryset
+
+
 class UTCDateTimeInput(forms.DateTimeInput):
     input_type = "datetime-local"
 

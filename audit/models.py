@@ -420,3 +420,51 @@ class EventCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} @ {self.hour:%Y-%m-%d %H}:00: {self.total}"
+
+
+class EventVolume(models.Model):
+    """How many events (and errors) an organization's log holds in one UTC hour with one
+    combination of the audit page's filter columns (name, source, principal, key, region).
+
+    Kept in the same transaction as each event (``audit.volume``), so the chart of a filtered
+    range costs its number of (hour, combination) rows, not its number of events: a day of a
+    busy org is a few dozen rows. ``dims`` is a digest of the five values, for the unique key
+    (the values themselves can be long).
+    """
+
+    # Indexed by the unique key and the per-column indexes below, which all lead with it.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    dims = models.CharField(
+        max_length=32, help_text="MD5 of the five columns below (a key, not a security measure)."
+    )
+    event_name = models.CharField(max_length=100)
+    event_source = models.CharField(max_length=100)
+    principal = models.CharField(max_length=300)
+    key_arn = models.CharField(max_length=300)
+    aws_region = models.CharField(max_length=30)
+    total = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "hour", "dims"], name="eventvolume_org_hour_dims"
+            )
+        ]
+        # A filtered chart reads one column's rows of the range: (org, column, hour) each.
+        indexes = [
+            models.Index(fields=["organization", column, "hour"], name=f"eventvolume_org_{short}")
+            for column, short in (
+                ("event_name", "name"),
+                ("event_source", "src"),
+                ("principal", "principal"),
+                ("key_arn", "key"),
+                ("aws_region", "region"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} @ {self.hour:%Y-%m-%d %H}:00: {self.total}"

@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.counts import count_matches, uncount_events
+from audit.volume import uncount_volume
 from audit.digests import RETENTION_PURGE_EVENT, org_id_of
 from audit.models import AuditEvent, ChainDigest, ChainHead, TrailCallMatch, WebhookDelivery
 from audit.services import record_event, user_identity_for
@@ -80,6 +81,7 @@ def purge_chain(*, chain: str, cutoff: datetime, batch_size: int) -> PurgeResult
     ChainDigest.objects.filter(chain=chain, sequence__lte=last_sequence).delete()
     purged = AuditEvent.objects.filter(chain=chain, sequence__lte=last_sequence)
     uncount_events(purged)
+    uncount_volume(purged)
     with allow_retention_delete():
         deleted = purged.purge_for_retention()
     new_base = last_sequence + 1

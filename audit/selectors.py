@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Count, Max, Min, Q, QuerySet, TextField
-from django.db.models.functions import Cast, TruncDay, TruncHour
+from django.db.models import Count, Max, Min, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.shortcuts import get_object_or_404
 
-from audit import counts
+from audit import chart_counts, counts
 from audit.chain import chain_name_for
-from audit.filters import AuditFilters
+from audit.filters import AuditFilters, filter_events
 from audit.models import AuditEvent, ChainHead, CloudTrailSource, TrailCallMatch
 from orgs.selectors import orgs_administered_by
 
@@ -24,33 +24,13 @@ def events_of(org) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(organization=org).order_by("-event_time", "-id")
 
 
-def _filtered(queryset: QuerySet[AuditEvent], filters: AuditFilters) -> QuerySet[AuditEvent]:
-    """Exact matches only: each one is the second column of an (organization, …) index."""
-    if filters.start is not None:
-        queryset = queryset.filter(event_time__gte=filters.start)
-    if filters.end is not None:
-        queryset = queryset.filter(event_time__lte=filters.end)
-    exact = {
-        "event_name": filters.event_name,
-        "event_source": filters.event_source,
-        "principal": filters.principal,
-        "key_arn": filters.resource,
-        "aws_region": filters.region,
-        "request_id": filters.request_id,
-    }
-    queryset = queryset.filter(**{field: value for field, value in exact.items() if value})
-    if filters.errors_only:
-        queryset = queryset.exclude(error_code="")
-    return queryset
-
-
 def search_events(*, org, filters: AuditFilters) -> QuerySet[AuditEvent]:
     """The org's events that match ``filters``, newest first (paginate with a keyset).
 
     The list shows the indexed columns only: the record (about 1 KB of JSON each) stays in
     the database until an event is opened or exported.
     """
-    return _filtered(events_of(org), filters).defer("record")
+    return filter_events(events_of(org), filters).defer("record")
 
 
 def get_event(*, org, event_id) -> AuditEvent:
@@ -61,25 +41,9 @@ def get_event(*, org, event_id) -> AuditEvent:
 def event_volume(
     *, org, filters: AuditFilters, start: datetime, end: datetime, unit: str
 ) -> dict[datetime, tuple[int, int]]:
-    """``{bucket start: (events, errors)}`` by ``unit`` ("hour" or "day"), in one query.
-
-    Unfiltered, by whole hours: read from the hourly counts (``audit.counts``), one row per
-    hour instead of one per event.
-    """
-    if not filters.is_active and unit == "hour" and start == counts.hour_of(start):
-        hourly = counts.hourly(org=org, start=start, end=end)
-        return {hour: (total, errors) for hour, (total, errors, _) in hourly.items() if total}
-    trunc = {"hour": TruncHour, "day": TruncDay}[unit]
-    rows = (
-        _filtered(AuditEvent.objects.filter(organization=org), filters)
-        .filter(event_time__gte=start, event_time__lte=end)
-        .order_by()
-        .annotate(bucket=trunc("event_time", tzinfo=UTC))
-        .values("bucket")
-        .annotate(total=Count("*"), errors=Count("error_code", filter=~Q(error_code="")))
-        .values_list("bucket", "total", "errors")
-    )
-    return {bucket: (total, errors) for bucket, total, errors in rows}
+    """``{bucket start: (events, errors)}`` by ``unit`` ("hour" or "day"): the hourly rollups
+    of the range's whole hours plus its partial edges (see ``audit.chart_counts``)."""
+    return chart_counts.event_volume(org=org, filters=filters, start=start, end=end, unit=unit)
 
 
 def export_span(*, org, filters: AuditFilters, up_to_sequence: int) -> tuple[int, int] | None:
@@ -93,7 +57,7 @@ def export_span(*, org, filters: AuditFilters, up_to_sequence: int) -> tuple[int
         return None
     if not filters.is_active:
         return 1, up_to_sequence
-    bounds = _filtered(
+    bounds = filter_events(
         AuditEvent.objects.filter(organization=org, sequence__lte=up_to_sequence), filters
     ).aggregate(first=Min("sequence"), last=Max("sequence"))
     if bounds["first"] is None:
@@ -112,7 +76,7 @@ def export_events(*, org, filters: AuditFilters, first: int, last: int) -> Query
     queryset = AuditEvent.objects.filter(
         chain=chain_name_for(org.pk), sequence__gte=first, sequence__lte=last
     )
-    return _filtered(queryset, filters)
+    return filter_events(queryset, filters)
 
 
 def with_record_text(queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:

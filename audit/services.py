@@ -9,6 +9,7 @@ from django.utils import timezone
 from audit.canonical import NotCanonicalizable
 from audit.chain import CURRENT_HASH_FORMAT, chain_name_for, link_hash_of_bytes, record_bytes
 from audit.counts import count_event
+from audit.volume import count_volume
 
 # Chain verification lives with the digests (it honours retention bases and signed heads).
 from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
@@ -158,6 +159,7 @@ def record_event(
                 error=bool(record.get("errorCode")),
                 key_usage=kind == AuditEvent.Kind.KEY_USAGE,
             )
+            count_volume(org_id=org.pk, events=[event])
     return event
 
 

@@ -16,7 +16,7 @@ OTHER_GROUPS = 10  # other orgs: 4 × 10 = 40
 SPAN_DAYS = 365
 CHUNK = 500_000
 LOADERS = 2
-SEED_VERSION = 3  # 3: hourly event and reconciliation counts (audit.counts)
+SEED_VERSION = 4  # 3: hourly event and reconciliation counts (audit.counts); 4: EventVolume
 ACCOUNT = "111122223333"
 ROLE_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/byok-key-management/byok-portal"
 PASSWORD = "bench-audit-pass"  # noqa: S105 - a throw-away local benchmark database
@@ -327,6 +327,17 @@ def _seed(url: str, name: str, total: int) -> float:
             "AT TIME ZONE 'UTC', count(*), count(*) FILTER (WHERE error_code <> ''), "
             "count(*) FILTER (WHERE kind = 'key-usage'), 0, 0 FROM audit_auditevent "
             "WHERE organization_id IS NOT NULL GROUP BY 1, 2"
+        )
+        # …and by filter columns (audit.volume; the digest is volume.dims_of's, in SQL).
+        cursor.execute("DELETE FROM audit_eventvolume")
+        cursor.execute(
+            "INSERT INTO audit_eventvolume (organization_id, hour, dims, event_name, "
+            "event_source, principal, key_arn, aws_region, total, errors) "
+            "SELECT organization_id, date_trunc('hour', event_time AT TIME ZONE 'UTC') "
+            "AT TIME ZONE 'UTC', md5(concat_ws(chr(31), event_name, event_source, principal, "
+            "key_arn, aws_region)), event_name, event_source, principal, key_arn, aws_region, "
+            "count(*), count(*) FILTER (WHERE error_code <> '') FROM audit_auditevent "
+            "WHERE organization_id IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
         )
     log(f"  hourly counts in {time.perf_counter() - counts_started:.1f} s")
     vacuum_started = time.perf_counter()

@@ -23,6 +23,13 @@ from audit.filters import AuditFilters, filter_events
 from audit.models import AuditEvent, EventCount, EventVolume
 
 HOUR = timedelta(hours=1)
+_TICK = timedelta(microseconds=1)  # event times are stored to the microsecond
+
+
+def end_of_hour(moment: datetime) -> datetime:
+    """The last instant of ``moment``'s hour: a range ending there holds its hour whole."""
+    return hour_of(moment) + HOUR - _TICK
+
 #: AuditFilters field → EventVolume column.
 FILTER_COLUMNS = {
     "event_name": "event_name",
@@ -40,17 +47,17 @@ def event_volume(
     events from ``start`` to ``end`` (both included) that match ``filters``: at most two
     queries, the rollup's whole hours and the events of the partial edge hours."""
     if filters.request_id:  # a few events on the request-ID index: count them
-        edges = [(start, end)]
-        whole = []
+        edges, whole = [(start, end)], []
     else:
         first_whole = start if start == hour_of(start) else hour_of(start) + HOUR
-        last_partial = hour_of(end)  # the hour of ``end`` is never whole (``end`` is in it)
-        if first_whole >= last_partial:
+        stop_whole = hour_of(end) + HOUR if end == end_of_hour(end) else hour_of(end)
+        if first_whole >= stop_whole:
             edges, whole = [(start, end)], []
         else:
             edges = [(start, first_whole - _TICK)] if start < first_whole else []
-            edges.append((last_partial, end))
-            whole = _rollup(org, filters, first_whole, last_partial, unit)
+            if end >= stop_whole:
+                edges.append((stop_whole, end))
+            whole = _rollup(org, filters, first_whole, stop_whole, unit)
     buckets: dict[datetime, tuple[int, int]] = {}
     for bucket, total, errors in itertools.chain(whole, _events(org, filters, edges, unit)):
         if total:
@@ -59,7 +66,6 @@ def event_volume(
     return buckets
 
 
-_TICK = timedelta(microseconds=1)  # event times are stored to the microsecond
 _TRUNC = {"hour": TruncHour, "day": TruncDay}
 
 

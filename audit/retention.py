@@ -22,10 +22,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.counts import count_matches, uncount_events
-from audit.volume import uncount_volume
 from audit.digests import RETENTION_PURGE_EVENT, org_id_of
 from audit.models import AuditEvent, ChainDigest, ChainHead, TrailCallMatch, WebhookDelivery
 from audit.services import record_event, user_identity_for
+from audit.volume import uncount_volume
 
 RETENTION_SYSTEM = "retention.byok-portal.vendor.example"
 #: The transaction-local PostgreSQL setting the immutability trigger lets DELETE through with.

@@ -9,11 +9,11 @@ from django.utils import timezone
 from audit.canonical import NotCanonicalizable
 from audit.chain import CURRENT_HASH_FORMAT, chain_name_for, link_hash_of_bytes, record_bytes
 from audit.counts import count_event
-from audit.volume import count_volume
 
 # Chain verification lives with the digests (it honours retention bases and signed heads).
 from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
 from audit.models import AuditEvent, ChainHead
+from audit.volume import count_volume
 
 EVENT_VERSION = "1.09"
 PORTAL_EVENT_SOURCE = "byok.portal.vendor.example"

@@ -12,8 +12,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
-from audit import digests, export, selectors
+from audit import chart_html, digests, export, selectors
 from audit.chart import build_chart, chart_window
+from audit.chart_counts import end_of_hour
 from audit.filters import KNOWN_EVENT_SOURCES, KNOWN_REGIONS, AuditFilterForm
 from audit.models import AuditEvent
 from audit.pagination import InvalidCursor, decode_cursor, keyset_page
@@ -52,9 +53,13 @@ def org_audit(request, org):
             )
         events = selectors.search_events(org=org, filters=filters)
         window = chart_window(start=filters.start, end=filters.end, now=timezone.now())
+        # Without a "to", the range is open: it counts this hour's events so far, whole, as
+        # the list below shows them (rollup rows, no scan of the current hour's events).
+        volume_end = window.end if filters.end else end_of_hour(window.end)
         volume = selectors.event_volume(
-            org=org, filters=filters, start=window.start, end=window.end, unit=window.unit
+            org=org, filters=filters, start=window.start, end=volume_end, unit=window.unit
         )
+        chart = build_chart(window, volume)
         page = keyset_page(events, size=PAGE_SIZE, after=after, before=before)
         rows = _rows(page.items, org=org, query=request.GET)
         context.update(
@@ -62,7 +67,9 @@ def org_audit(request, org):
             page=page,
             rows=rows,
             rows_html=rows_html(rows),
-            chart=build_chart(window, volume),
+            chart=chart,
+            chart_meta=chart_html.caption(chart),
+            chart_html=chart_html.render_chart(chart),
         )
     return render(request, "audit/event_list.html", context)
 

@@ -1,8 +1,14 @@
 """Customers, their people, their cloud sites and the app instances on them."""
 
-from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.contrib.auth.models import (
+    AbstractBaseUser,
+    BaseUserManager,
+    Permission,
+    PermissionsMixin,
+)
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -74,17 +80,28 @@ class User(AbstractBaseUser, PermissionsMixin):
     def get_short_name(self) -> str:
         return self.full_name.split(" ")[0] if self.full_name else self.email
 
+    def has_any_permission(self, *, cached: bool = True) -> bool:
+        """Whether any permission reaches the user, directly or through a group: one query,
+        kept on the instance (one request). Customers have none: only the vendor's staff
+        groups grant permissions (``orgs.staff_roles``), and each of them grants some."""
+        answer = self.__dict__.get("_has_any_permission") if cached else None
+        if answer is None:
+            answer = Permission.objects.filter(Q(user=self.pk) | Q(group__user=self.pk)).exists()
+            self.__dict__["_has_any_permission"] = answer
+        return answer
+
+    def _in_staff_group(self, name: str) -> bool:
+        # Every staff group grants permissions: without any, the user is in none of them,
+        # and the group query (on every page, for the header's links) is skipped.
+        return self.has_any_permission() and self.groups.filter(name=name).exists()
+
     @property
     def is_account_rep(self) -> bool:
-        return self.is_active and (
-            self.is_superuser or self.groups.filter(name=ACCOUNT_REPS_GROUP).exists()
-        )
+        return self.is_active and (self.is_superuser or self._in_staff_group(ACCOUNT_REPS_GROUP))
 
     @property
     def is_support_staff(self) -> bool:
-        return self.is_active and (
-            self.is_superuser or self.groups.filter(name=SUPPORT_STAFF_GROUP).exists()
-        )
+        return self.is_active and (self.is_superuser or self._in_staff_group(SUPPORT_STAFF_GROUP))
 
 
 from orgs.staff_roles import ACCOUNT_REPS as ACCOUNT_REPS_GROUP  # noqa: E402

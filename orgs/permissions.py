@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 
 from orgs.models import Membership
-from orgs.selectors import get_org_for_member, role_in
+from orgs.selectors import get_org_with_role
 
 
 def org_admin_required(view):
@@ -18,8 +18,8 @@ def org_admin_required(view):
     @login_required
     @wraps(view)
     def wrapper(request, org_id, *args, **kwargs):
-        org = get_org_for_member(user=request.user, org_id=org_id)
-        if role_in(user=request.user, org=org) != Membership.Role.ADMIN:
+        org, role = get_org_with_role(user=request.user, org_id=org_id)
+        if role != Membership.Role.ADMIN:
             raise PermissionDenied("Only organization admins can manage encryption keys.")
         return view(request, *args, org=org, **kwargs)
 

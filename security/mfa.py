@@ -7,8 +7,6 @@ while the setup page is open (its secret is shown until a code proves the app ha
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth.models import Permission
-from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -23,11 +21,7 @@ DEVICE_NAME = "Authenticator app"
 def has_staff_permissions(user, *, cached: bool = True) -> bool:
     """Whether any permission reaches ``user`` through a group or directly (one query, kept on
     the user object for the request). Customers have none: only vendor staff groups grant them."""
-    answer = getattr(user, "_byok_has_staff_permissions", None) if cached else None
-    if answer is None:
-        answer = Permission.objects.filter(Q(user=user.pk) | Q(group__user=user.pk)).exists()
-        user._byok_has_staff_permissions = answer
-    return answer
+    return user.has_any_permission(cached=cached)
 
 
 def is_vendor_staff(user) -> bool:

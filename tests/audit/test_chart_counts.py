@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDay, TruncHour
+from django.urls import reverse
 from freezegun import freeze_time
 
 from audit import retention, selectors
 from audit.filters import AuditFilters, filter_events
 from audit.models import AuditEvent, EventVolume
 from audit.services import record_event
-from tests.factories import OrganizationFactory
+from tests.factories import PASSWORD, OrganizationFactory, org_admin
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +56,7 @@ def org():
         (H + timedelta(hours=1)).astimezone(KOLKATA),
         (H + timedelta(hours=1, minutes=59, seconds=59)).astimezone(NEW_YORK),
         H + timedelta(hours=2),
+        H + timedelta(hours=3) - timedelta(microseconds=1),  # the last instant of 12:00–13:00
         H + timedelta(days=1, hours=3),
     ]
     for n, moment in enumerate(moments):
@@ -104,6 +106,7 @@ EDGES = [
     (H + timedelta(minutes=30)).astimezone(KOLKATA),
     (H + timedelta(hours=1, minutes=59, seconds=59)).astimezone(NEW_YORK),
     H + timedelta(hours=2),
+    H + timedelta(hours=3) - timedelta(microseconds=1),  # a range ending with a whole hour
     H + timedelta(days=2, seconds=1),
 ]
 
@@ -155,3 +158,19 @@ def test_retention_subtracts_what_it_purges_from_the_rollup(settings):
     assert selectors.event_volume(
         org=org, filters=filters, start=start, end=end, unit="day"
     ) == _oracle(org, filters, start, end, "day")
+
+
+def test_the_page_without_a_to_counts_the_current_hour_whole_as_the_list_shows_it(client):
+    """An open range ends with its hour: an event stamped later in this hour (a trail record
+    from a clock a little ahead) is in the list, so it is in the chart too."""
+    org = OrganizationFactory()
+    user = org_admin(org)
+    assert client.login(username=user.email, password=PASSWORD)
+    now = H + timedelta(minutes=20)
+    _key_usage(org, H + timedelta(minutes=5), name="Decrypt", key=KEY_EAST, error="Throttling")
+    _key_usage(org, H + timedelta(minutes=40), name="Decrypt", key=KEY_EAST)
+    with freeze_time(now):
+        response = client.get(reverse("audit:list", args=[org.pk]))
+    html = response.content.decode()
+    assert "<td>2026-11-30 10:00</td><td>2</td><td>1</td>" in html
+    assert html.count('class="audit-error-row"') == 1 and "2 events, 1 error" in html

@@ -1,18 +1,38 @@
-"""The event-volume chart as HTML: a server-side SVG and its data table, formatted in Python.
+"""The audit page's tables of numbers as HTML, formatted in Python: the event-volume chart (a
+server-side SVG and its data table) and the vendor's calls per day.
 
 The same markup the template drew (classed elements with presentation attributes only: the
-CSP allows no ``style`` attribute and no script), built with ``format_html``, which escapes
-every value; a template loop cost more than the page's queries.
+CSP allows no ``style`` attribute and no script), built with ``core.html.html_format``, which
+escapes every value; a template loop cost more than the page's queries.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
 from audit.chart import Chart
+from core.html import html_format, html_join
+
+_NO_EVENTS = SafeString('<p class="hint">No events in this range.</p>')
+_ERROR_ROW = SafeString(' class="audit-error-row"')
+
+
+def _rect(css_class: str, x, y, width, height) -> SafeString | str:
+    """One stacked part of a bar, or nothing when it has no height."""
+    if not height:
+        return ""
+    return SafeString(
+        html_format(
+            '<rect class="{css_class}" x="{x}" y="{y}" width="{width}" height="{height}"/>',
+            css_class=css_class,
+            x=_num(x),
+            y=_num(y),
+            width=_num(width),
+            height=_num(height),
+        )
+    )
 
 
 def _s(count: int) -> str:
@@ -58,55 +78,53 @@ def render_chart(chart: Chart) -> SafeString:
         if busiest
         else ""
     )
-    grid = format_html_join(
+    grid = html_join(
         "",
-        '<line class="chart-grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
-        '<text class="chart-axis" x="{}" y="{}" text-anchor="end" '
-        'dominant-baseline="middle">{}</text>',
         (
-            (chart.left, chart.right_edge, _num(t.y), _num(t.y), chart.left - 6, _num(t.y), t.value)
+            html_format(
+                '<line class="chart-grid" x1="{x1}" x2="{x2}" y1="{y}" y2="{y}"/>'
+                '<text class="chart-axis" x="{x}" y="{y}" text-anchor="end" '
+                'dominant-baseline="middle">{value}</text>',
+                x1=chart.left,
+                x2=chart.right_edge,
+                y=_num(t.y),
+                x=chart.left - 6,
+                value=t.value,
+            )
             for t in chart.y_ticks
         ),
     )
-    bars = format_html_join(
+    bars = html_join(
         "",
-        '<g class="chart-bar"><title>{} UTC: {} event{}, {} error{}</title>{}{}</g>',
         (
-            (
-                bar.label,
-                bar.events,
-                _s(bar.events),
-                bar.errors,
-                _s(bar.errors),
-                format_html(
-                    '<rect class="chart-bar-ok" x="{}" y="{}" width="{}" height="{}"/>',
-                    _num(bar.x),
-                    _num(bar.ok_y),
-                    _num(bar.width),
-                    _num(bar.ok_height),
-                )
-                if bar.ok_height
-                else "",
-                format_html(
-                    '<rect class="chart-bar-error" x="{}" y="{}" width="{}" height="{}"/>',
-                    _num(bar.x),
-                    _num(bar.error_y),
-                    _num(bar.width),
-                    _num(bar.error_height),
-                )
-                if bar.error_height
-                else "",
+            html_format(
+                '<g class="chart-bar"><title>{label} UTC: {events} event{s}, {errors} error{es}'
+                "</title>{ok}{failed}</g>",
+                label=bar.label,
+                events=bar.events,
+                s=_s(bar.events),
+                errors=bar.errors,
+                es=_s(bar.errors),
+                ok=_rect("chart-bar-ok", bar.x, bar.ok_y, bar.width, bar.ok_height),
+                failed=_rect("chart-bar-error", bar.x, bar.error_y, bar.width, bar.error_height),
             )
             for bar in chart.bars
             if bar.events
         ),
     )
-    labels = format_html_join(
+    labels = html_join(
         "",
-        '<text class="chart-axis" x="{}" y="{}" text-anchor="middle">{}</text>',
-        ((_num(label.x), chart.height - 8, label.text) for label in chart.x_labels),
+        (
+            html_format(
+                '<text class="chart-axis" x="{x}" y="{y}" text-anchor="middle">{text}</text>',
+                x=_num(label.x),
+                y=chart.height - 8,
+                text=label.text,
+            )
+            for label in chart.x_labels
+        ),
     )
-    figure = format_html(
+    figure = html_format(
         '<figure class="volume-chart">'
         '<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
         'aria-labelledby="volume-title volume-desc" focusable="false">'
@@ -129,13 +147,11 @@ def render_chart(chart: Chart) -> SafeString:
         right=chart.right_edge,
         base=chart.baseline,
         labels=labels,
-        empty=mark_safe('<p class="hint">No events in this range.</p>')  # nosec B308 B703
-        if chart.is_empty
-        else "",
+        empty=_NO_EVENTS if chart.is_empty else "",
     )
     if chart.is_empty:
-        return figure
-    table = format_html(
+        return SafeString(figure)
+    table = html_format(
         '<details class="chart-data"><summary>Show the chart\'s data as a table</summary>'
         '<table class="table"><caption>Events by {unit} (UTC); {unit}s without events are '
         'left out.</caption><thead><tr><th scope="col">{Unit} starting</th>'
@@ -143,10 +159,39 @@ def render_chart(chart: Chart) -> SafeString:
         "<tbody>{rows}</tbody></table></details>",
         unit=chart.unit,
         Unit=chart.unit.capitalize(),
-        rows=format_html_join(
+        rows=html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((bar.label, bar.events, bar.errors) for bar in chart.bars if bar.events),
+            (
+                html_format(
+                    "<tr><td>{label}</td><td>{events}</td><td>{errors}</td></tr>",
+                    label=bar.label,
+                    events=bar.events,
+                    errors=bar.errors,
+                )
+                for bar in chart.bars
+                if bar.events
+            ),
         ),
     )
-    return figure + table
+    return SafeString(figure + table)
+
+
+def render_calls_by_day(reconciliation) -> SafeString:
+    """The rows of the "vendor's calls, confirmed by your CloudTrail" table, newest day first."""
+    return html_join(
+        "\n",
+        (
+            html_format(
+                '<tr data-day="{day}"{flag}><th scope="row"><time datetime="{day}">{day}</time>'
+                "</th><td>{recorded}</td><td>{confirmed}</td><td>{awaiting}</td>"
+                "<td>{unexplained}</td></tr>",
+                day=f"{d.day:%Y-%m-%d}",
+                flag=_ERROR_ROW if d.unexplained else "",
+                recorded=d.recorded,
+                confirmed=d.confirmed,
+                awaiting=d.awaiting,
+                unexplained=d.unexplained,
+            )
+            for d in reconciliation.days
+        ),
+    )

@@ -174,3 +174,24 @@ def test_the_page_without_a_to_counts_the_current_hour_whole_as_the_list_shows_i
     html = response.content.decode()
     assert "<td>2026-11-30 10:00</td><td>2</td><td>1</td>" in html
     assert html.count('class="audit-error-row"') == 1 and "2 events, 1 error" in html
+
+
+def test_an_imported_record_cannot_inject_markup_into_the_list_or_the_chart(client):
+    org = OrganizationFactory()
+    user = org_admin(org)
+    assert client.login(username=user.email, password=PASSWORD)
+    with freeze_time(H):
+        record_event(
+            org=org,
+            event_name='Decrypt"><script>alert(1)</script>',
+            event_source="kms.amazonaws.com",
+            kind=AuditEvent.Kind.KEY_USAGE,
+            user_identity={"type": "AssumedRole", "arn": "<img src=x onerror=alert(1)>"},
+            resources=[{"type": "AWS::KMS::Key", "ARN": 'arn:aws:kms:x:1:key/"><b>'}],
+            error_code="<svg/onload=alert(1)>",
+        )
+    with freeze_time(H + timedelta(minutes=1)):
+        html = client.get(reverse("audit:list", args=[org.pk])).content.decode()
+    for raw in ("<script>alert(1)", "<img src=x", '"><b>', "<svg/onload"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

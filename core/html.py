@@ -1,0 +1,27 @@
+"""Fast HTML formatting for the few hot tables formatted in Python (the audit list, its chart).
+
+``format_html`` escapes each value through Django's lazy-aware wrappers, about 6 µs a value;
+a 50-row page has several hundred. ``html_format`` escapes exactly as ``conditional_escape``
+does (a value with ``__html__`` is taken as is, anything else is ``str()``-ed and escaped,
+quotes included) with the standard library's escape directly.
+"""
+
+from html import escape
+
+from django.utils.safestring import SafeString
+
+
+def _escaped(value) -> str:
+    html = getattr(value, "__html__", None)
+    return html() if html is not None else escape(str(value), quote=True)
+
+
+def html_format(template: str, /, **values) -> str:
+    """``template.format(**values)`` with every value escaped; the result is *not* marked safe
+    (join several with :func:`html_join`)."""
+    return template.format_map({name: _escaped(value) for name, value in values.items()})
+
+
+def html_join(separator: str, parts) -> SafeString:
+    """Joins pieces made by :func:`html_format` (each escaped) into one safe string."""
+    return SafeString(separator.join(parts))  # every part was escaped by html_format

@@ -23,15 +23,13 @@ def _rect(css_class: str, x, y, width, height) -> SafeString | str:
     """One stacked part of a bar, or nothing when it has no height."""
     if not height:
         return ""
-    return SafeString(
-        html_format(
-            '<rect class="{css_class}" x="{x}" y="{y}" width="{width}" height="{height}"/>',
-            css_class=css_class,
-            x=_num(x),
-            y=_num(y),
-            width=_num(width),
-            height=_num(height),
-        )
+    return html_format(
+        '<rect class="{css_class}" x="{x}" y="{y}" width="{width}" height="{height}"/>',
+        css_class=css_class,
+        x=_num(x),
+        y=_num(y),
+        width=_num(width),
+        height=_num(height),
     )
 
 
@@ -150,7 +148,7 @@ def render_chart(chart: Chart) -> SafeString:
         empty=_NO_EVENTS if chart.is_empty else "",
     )
     if chart.is_empty:
-        return SafeString(figure)
+        return figure
     table = html_format(
         '<details class="chart-data"><summary>Show the chart\'s data as a table</summary>'
         '<table class="table"><caption>Events by {unit} (UTC); {unit}s without events are '
@@ -173,7 +171,7 @@ def render_chart(chart: Chart) -> SafeString:
             ),
         ),
     )
-    return SafeString(figure + table)
+    return html_join("", [figure, table])
 
 
 def render_calls_by_day(reconciliation) -> SafeString:

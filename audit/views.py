@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from audit.pagination import InvalidCursor, decode_cursor, keyset_page
 from audit.provenance import CUSTOMER_TRAIL, origin_of, provenance_label
 from audit.request_context import client_ip, user_agent
-from core.html import escape, html_format, html_join
+from core.html import html_format, html_join
 from orgs.permissions import org_admin_required
 
 PAGE_SIZE = 50
@@ -127,21 +127,15 @@ def rows_html(rows: list[dict]) -> SafeString:
                 **{
                     **row,
                     "error_class": _ERROR_CLASS if row["error"] else _NOTHING,
-                    "imported": SafeString(
-                        _IMPORTED.format(
-                            title=escape(row["imported_from"]), file=escape(row["imported_file"])
-                        )
+                    "imported": html_format(
+                        _IMPORTED, title=row["imported_from"], file=row["imported_file"]
                     )
                     if row["imported_file"]
                     else _NOTHING,
-                    "key": SafeString(
-                        _KEY.format(title=escape(row["key_arn"]), short=escape(row["key_short"]))
-                    )
+                    "key": html_format(_KEY, title=row["key_arn"], short=row["key_short"])
                     if row["key_arn"]
                     else _NOTHING,
-                    "error": SafeString(_ERROR.format(code=escape(row["error"])))
-                    if row["error"]
-                    else _NOTHING,
+                    "error": html_format(_ERROR, code=row["error"]) if row["error"] else _NOTHING,
                 },
             )
             for row in rows
@@ -149,7 +143,7 @@ def rows_html(rows: list[dict]) -> SafeString:
     )
 
 
-# Fragments of a row: filled with escaped values, then taken as they are (SafeString).
+# Fragments of a row (html_format escapes what fills them).
 _NOTHING = SafeString("")
 _ERROR_CLASS = SafeString(' class="audit-error-row"')
 _IMPORTED = ': <code class="audit-wrap" title="{title}">{file}</code>'

@@ -16,12 +16,12 @@ def _escaped(value) -> str:
     return html() if html is not None else escape(str(value), quote=True)
 
 
-def html_format(template: str, /, **values) -> str:
-    """``template.format(**values)`` with every value escaped; the result is *not* marked safe
-    (join several with :func:`html_join`)."""
-    return template.format_map({name: _escaped(value) for name, value in values.items()})
+def html_format(template: str, /, **values) -> SafeString:
+    """``template.format(**values)`` with every value escaped (safe values taken as they are)."""
+    filled = template.format_map({name: _escaped(value) for name, value in values.items()})
+    return SafeString(filled)  # nosec B703 - every value was escaped above
 
 
 def html_join(separator: str, parts) -> SafeString:
-    """Joins pieces made by :func:`html_format` (each escaped) into one safe string."""
-    return SafeString(separator.join(parts))  # every part was escaped by html_format
+    """Joins pieces made by :func:`html_format` into one safe string."""
+    return SafeString(separator.join(_escaped(part) for part in parts))

@@ -14,6 +14,7 @@ from audit.counts import count_event
 from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
 from audit.models import AuditEvent, ChainHead
 from audit.volume import count_volume
+from core.request_id import current_request_id
 
 EVENT_VERSION = "1.09"
 PORTAL_EVENT_SOURCE = "byok.portal.vendor.example"
@@ -94,7 +95,7 @@ def record_event(
             "userAgent": user_agent,
             "requestParameters": request_parameters,
             "responseElements": response_elements,
-            "requestID": request_id or str(uuid.uuid4()),
+            "requestID": request_id or current_request_id() or str(uuid.uuid4()),
             "eventID": event_id or str(uuid.uuid4()),
             "readOnly": read_only,
             "resources": resources,

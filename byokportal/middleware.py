@@ -17,6 +17,8 @@ import django
 from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
 
+from core.request_id import acceptable, new_request_id, request_id_set
+
 ADMIN_PREFIX = "/admin/"
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
@@ -51,4 +53,20 @@ class SecurityHeadersMiddleware(CSPMiddleware):
         response.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         if not settings.DEBUG:
             response.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        return response
+
+
+class RequestIdMiddleware:
+    """First in the chain: the request's ID (``core.request_id``) for everything it does, and
+    the ``X-Request-ID`` response header."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = acceptable(request.headers.get("X-Request-ID")) or new_request_id()
+        request.request_id = request_id
+        with request_id_set(request_id):
+            response = self.get_response(request)
+        response["X-Request-ID"] = request_id
         return response

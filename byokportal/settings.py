@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request ID every log line, enqueued task and audit event of the request carries.
+    "byokportal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -108,6 +110,10 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'byokportal.sqlite3'}"),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# Production keeps each process's database connection (checked before reuse) instead of
+# opening one per request; 0 closes it after every request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0 if DEBUG else 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A web process and a worker share the file: wait for a lock instead of failing at once,
     # and take the write lock at BEGIN so a transaction never fails upgrading its lock.
@@ -157,13 +163,21 @@ STORAGES = {
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 60 * 60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# Production on plain HTTP, for a local production run only (`make prod-run`, the load test):
+# cookies without the Secure flag, no HTTPS redirect, no HSTS. Refused for any other host.
+PLAIN_HTTP_LOCALHOST = env.bool("PLAIN_HTTP_LOCALHOST", default=False)
+if PLAIN_HTTP_LOCALHOST and not set(ALLOWED_HOSTS) <= {"127.0.0.1", "localhost", "[::1]"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("PLAIN_HTTP_LOCALHOST is for 127.0.0.1 and localhost only.")
+_HTTPS = not DEBUG and not PLAIN_HTTP_LOCALHOST
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
 CSRF_COOKIE_HTTPONLY = True
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = 0 if DEBUG else 31536000
+SECURE_HSTS_SECONDS = 31536000 if _HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -343,11 +357,29 @@ if DEMO_ENABLED:
     INSTALLED_APPS.append("demo")
     from demo.users import DEMO_PASSWORD  # noqa: E402, F401 — seed_demo only
 
+# Logs: one JSON object per line in production (LOG_FORMAT=json, the default with DEBUG off),
+# plain text in development; every line carries the request ID (core.request_id). Celery
+# workers log through this configuration too (CELERY_WORKER_HIJACK_ROOT_LOGGER below).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "core.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "botocore": {"level": "WARNING"},
@@ -355,6 +387,7 @@ LOGGING = {
         "axes": {"level": "WARNING"},  # every sign-in at INFO; failures and lockouts stay
     },
 }
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Audit integrity and delivery ------------------------------------------------------------
 # Ed25519 key that signs the hourly digests of each audit chain head (audit/digests.py):

@@ -10,9 +10,12 @@ bounded three ways, read from settings (declared in ``byokportal/settings.py``):
 * ``DEK_CACHE_MAX_USES`` (100 000): an entry is dropped after this many seals/opens.
 * ``DEK_CACHE_MAX_ENTRIES`` (1000): least recently used entries are evicted beyond this.
 
-It is thread-safe: one lock around the bookkeeping, and :func:`lease` — the hot path that
-the data plane takes for every record — reads without it (each of its steps is atomic under
-the GIL; under contention a use may go uncounted, so max uses is a soft bound).
+It is thread-safe: one lock around the bookkeeping, and the hot path that the data plane
+takes for every record (through :data:`writer_of` / :data:`entry_for_header`, below) reads
+without it (each of its steps is atomic under the GIL; under contention a use may go
+uncounted, so max uses is a soft bound). Recency for the LRU bound is refreshed by every
+locked :meth:`DekCache.get` and every lease renewal (at least every ``DEK_GUARD_TTL_S`` while
+a key is in use), not by each hot-path use.
 
 **Revocation reaches every process.** Each web worker and Celery worker has its own cache,
 and there is no broadcast between them. Instead, the data plane asks :class:`AccessGuard`
@@ -30,6 +33,16 @@ KMS refusal seen by the data plane purges at once.
 
 The cost is at most one small query per app instance per process every 0.5 s, and none for
 an app instance that is idle. The clock is injectable (``clock=``) for tests.
+
+**Leases: the guard's answer, checked once per lease.** The hot path does not consult the
+guard's memo on every use. When the slow path (records) has a fresh "usable" answer for an app
+and a cached key of it, it *grants* the entry a lease (:meth:`DekCache.grant`) that ends when
+that answer stops being fresh or the key reaches its max age, whichever is first. A use then
+costs one dict lookup, one clock read and the use count. The lease never outlives the guard
+answer it was granted on, so revocation reaches every process within ``DEK_GUARD_TTL_S``
+exactly as before; and whatever makes the guard re-read the state at once (``purge_org``, the
+guard forgetting an org or app, a refusal) also ends the leases concerned at once. A grant
+racing with such an event is not made (an epoch counter, checked under the lock).
 
 **The writing key follows the database.** The same query also reads the app's current data
 key id. When it differs from the key this process writes with (another process rotated the
@@ -59,19 +72,45 @@ _BYOK = str(AppInstance.Encryption.BYOK)
 
 
 class CachedKey:
-    """A cache entry: the cipher, whose key it is (checked by the caller), age and uses.
+    """A cache entry: the cipher, whose key it is (checked by the caller), age, uses, lease.
 
-    Callers read ``cipher``, ``org_id`` and ``app_instance_id``; only the cache writes.
+    Callers read ``cipher``, ``dek_id``, ``org_id``, ``app_instance_id`` and the record
+    functions ``seal`` / ``open`` (bound to this org and app instance, see
+    :meth:`DataKeyCipher.record_functions`); only the cache writes.
     """
 
-    __slots__ = ("cipher", "org_id", "app_instance_id", "expires_at", "uses")
+    __slots__ = (
+        "cipher",
+        "dek_id",
+        "org_id",
+        "app_instance_id",
+        "expires_at",
+        "uses",
+        "max_uses",
+        "lease_until",
+        "seal",
+        "open",
+    )
 
-    def __init__(self, cipher: DataKeyCipher, org_id: int, app_instance_id: int, expires_at):
+    def __init__(
+        self,
+        cipher: DataKeyCipher,
+        org_id: int,
+        app_instance_id: int,
+        expires_at: float,
+        max_uses: int = 0,
+    ):
         self.cipher = cipher
+        self.dek_id = cipher.dek_id
         self.org_id = org_id
         self.app_instance_id = app_instance_id
         self.expires_at = expires_at
         self.uses = 0
+        self.max_uses = max_uses  # the cache's limit, kept here for the hot path
+        self.lease_until = float("-inf")  # no lease until the slow path grants one
+        self.seal, self.open = cipher.record_functions(
+            org_id=org_id, app_instance_id=app_instance_id
+        )
 
 
 class DekCache:
@@ -90,6 +129,10 @@ class DekCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, CachedKey] = OrderedDict()
         self._current: dict[int, int] = {}  # app instance id → data key id
+        # The hot path's lookups, mirroring the two above (same entries, kept under the lock):
+        self._writers: dict[int, CachedKey] = {}  # app instance id → its current key's entry
+        self._by_header: dict[bytes, CachedKey] = {}  # ciphertext header → entry
+        self._lease_epoch = 0  # bumped whenever leases are ended; a grant checks it
         self.configure()
 
     def configure(self) -> None:
@@ -107,6 +150,8 @@ class DekCache:
             else settings.DEK_CACHE_MAX_ENTRIES
         )
         with self._lock:
+            for entry in self._entries.values():
+                entry.max_uses = self.max_uses
             self._evict_overflow()
 
     def __len__(self) -> int:
@@ -147,36 +192,60 @@ class DekCache:
         app_instance_id: int,
         current: bool = False,
         uses: int = 0,
-    ) -> None:
+    ) -> CachedKey:
         """Cache an unwrapped key; ``current`` marks it as the app's key for new records;
-        ``uses`` counts uses the caller makes without :meth:`get` (the one that unwrapped)."""
+        ``uses`` counts uses the caller makes without :meth:`get` (the one that unwrapped).
+        Returns the new entry (without a lease)."""
         with self._lock:
-            entry = CachedKey(cipher, org_id, app_instance_id, self.clock() + self.max_age_s)
+            entry = CachedKey(
+                cipher, org_id, app_instance_id, self.clock() + self.max_age_s, self.max_uses
+            )
             entry.uses = uses
-            self._entries[cipher.dek_id] = entry
-            self._entries.move_to_end(cipher.dek_id)
-            if current:
-                self._current[app_instance_id] = cipher.dek_id
+            dek_id = cipher.dek_id
+            old = self._entries.get(dek_id)  # a key cached again replaces its entry
+            was_current = old is not None and self._current.get(old.app_instance_id) == dek_id
+            self._forget(old)
+            self._entries[dek_id] = entry
+            self._entries.move_to_end(dek_id)
+            self._by_header[cipher.header] = entry
+            if current or (was_current and old.app_instance_id == app_instance_id):
+                self._set_current(app_instance_id, entry)
             self._evict_overflow()
+            return entry
+
+    def _set_current(self, app_instance_id: int, entry: CachedKey) -> None:
+        self._current[app_instance_id] = entry.dek_id
+        self._writers[app_instance_id] = entry
+
+    def _unset_current(self, app_instance_id: int) -> None:
+        self._current.pop(app_instance_id, None)
+        self._writers.pop(app_instance_id, None)
+
+    def _forget(self, entry: CachedKey | None) -> None:
+        """Take an entry out of the hot path's lookups (it is leaving the cache)."""
+        if entry is None:
+            return
+        entry.lease_until = float("-inf")
+        if self._by_header.get(entry.cipher.header) is entry:
+            del self._by_header[entry.cipher.header]
+        if self._current.get(entry.app_instance_id) == entry.dek_id:
+            self._unset_current(entry.app_instance_id)
 
     def _drop(self, dek_id: int) -> None:
-        entry = self._entries.pop(dek_id, None)
-        if entry is not None and self._current.get(entry.app_instance_id) == dek_id:
-            del self._current[entry.app_instance_id]
+        self._forget(self._entries.pop(dek_id, None))
 
     def _evict_overflow(self) -> None:
         entries = self._entries
         while len(entries) > max(self.max_entries, 0):
-            # popitem is one atomic step, safe beside lease()'s unlocked move_to_end.
-            dek_id, entry = entries.popitem(last=False)
-            if self._current.get(entry.app_instance_id) == dek_id:
-                del self._current[entry.app_instance_id]
+            _dek_id, entry = entries.popitem(last=False)
+            self._forget(entry)
 
     def mark_current(self, app_instance_id: int, dek_id: int) -> None:
         """Make an already cached key the app's writing key (its age and uses carry on)."""
         with self._lock:
-            if dek_id in self._entries:
-                self._current[app_instance_id] = dek_id
+            entry = self._entries.get(dek_id)
+            if entry is not None:
+                self._set_current(app_instance_id, entry)
 
     def discard(self, dek_id: int) -> None:
         with self._lock:
@@ -195,16 +264,17 @@ class DekCache:
         if cached is not None and cached != dek_id:
             with self._lock:
                 if self._current.get(app_instance_id) == cached:
-                    del self._current[app_instance_id]
+                    self._unset_current(app_instance_id)
 
     def forget_current(self, app_instance_id: int) -> None:
         """Stop treating any cached key as the app's writing key (after a rotation)."""
         with self._lock:
-            self._current.pop(app_instance_id, None)
+            self._unset_current(app_instance_id)
 
     def purge_org(self, org_id: int) -> int:
         """Drop every key of one organization; returns how many were dropped."""
         with self._lock:
+            self._lease_epoch += 1
             doomed = [k for k, e in self._entries.items() if e.org_id == org_id]
             for dek_id in doomed:
                 self._drop(dek_id)
@@ -212,8 +282,42 @@ class DekCache:
 
     def purge_all(self) -> None:
         with self._lock:
+            self._lease_epoch += 1
+            for entry in self._entries.values():
+                entry.lease_until = float("-inf")
             self._entries.clear()
             self._current.clear()
+            self._writers.clear()
+            self._by_header.clear()
+
+    # -- leases (see the module docstring) --
+
+    @property
+    def lease_epoch(self) -> int:
+        """Read before asking the guard; :meth:`grant` refuses if leases ended meanwhile."""
+        return self._lease_epoch
+
+    def grant(self, entry: CachedKey, *, until: float, epoch: int) -> bool:
+        """Let the hot path use ``entry`` until ``until`` (the end of the guard answer that
+        allowed it), capped at the key's max age. Not granted if ``end_leases`` or a purge
+        ran since ``epoch`` was read, or the entry left the cache. Refreshes its recency."""
+        with self._lock:
+            if epoch != self._lease_epoch or self._entries.get(entry.dek_id) is not entry:
+                return False
+            entry.lease_until = min(until, entry.expires_at)
+            self._entries.move_to_end(entry.dek_id)
+            return True
+
+    def end_leases(self, *, org_id: int | None = None, app_instance_id: int | None = None):
+        """End the leases of one org, one app instance, or (neither given) all: their next
+        use takes the slow path, which asks the guard again."""
+        with self._lock:
+            self._lease_epoch += 1
+            for entry in self._entries.values():
+                if (org_id is None or entry.org_id == org_id) and (
+                    app_instance_id is None or entry.app_instance_id == app_instance_id
+                ):
+                    entry.lease_until = float("-inf")
 
 
 # --- The access guard -----------------------------------------------------------------------
@@ -249,7 +353,9 @@ class AccessGuard:
     """Per-process memo of "may this app instance use its keys?", at most ``ttl_s`` old.
 
     ``lookup(app_instance_id) -> AppAccess | None`` does the database query; ``on_refused``
-    is called with the org id whenever the answer is "not usable" (it purges the cache).
+    is called with the org id whenever the answer is "not usable" (it purges the cache);
+    ``on_forget(org_id=…)`` / ``on_forget(app_instance_id=…)`` / ``on_forget()`` whenever
+    answers are dropped before their time (it ends the cache's leases built on them).
     """
 
     def __init__(
@@ -260,10 +366,12 @@ class AccessGuard:
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_checked: Callable[[AppAccess], object] | None = None,
+        on_forget: Callable[..., object] | None = None,
     ):
         self._lookup = lookup
         self._on_refused = on_refused
         self._on_checked = on_checked
+        self._on_forget = on_forget
         self._fixed_ttl = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -274,6 +382,8 @@ class AccessGuard:
         self.ttl_s = float(
             self._fixed_ttl if self._fixed_ttl is not None else settings.DEK_GUARD_TTL_S
         )
+        if self._on_forget is not None:  # answers (and leases) may be younger than a new TTL
+            self._on_forget()
 
     def check(self, app_instance_id: int, *, force: bool = False) -> AppAccess | None:
         """The app's access, from memo if younger than the TTL, else from the database.
@@ -281,32 +391,46 @@ class AccessGuard:
         Returns ``None`` when the app instance does not exist. A "not usable" answer purges
         the org's keys in this process before it is returned.
         """
+        answer = self.check_until(app_instance_id, force=force)
+        return None if answer is None else answer[1]
+
+    def check_until(
+        self, app_instance_id: int, *, force: bool = False
+    ) -> tuple[float, AppAccess] | None:
+        """Like :meth:`check`, with the clock reading until which the answer is fresh."""
         now = self.clock()
         if not force:
             seen = self._seen.get(app_instance_id)
             if seen is not None and now < seen[0]:
-                return seen[1]
+                return seen
         access = self._lookup(app_instance_id)
         if access is None:
             with self._lock:
                 self._seen.pop(app_instance_id, None)
+            if self._on_forget is not None:
+                self._on_forget(app_instance_id=app_instance_id)
             return None
         if not access.usable:
             self._on_refused(access.org_id)
         elif self._on_checked is not None:
             self._on_checked(access)
+        seen = (now + self.ttl_s, access)  # (fresh until, answer)
         with self._lock:
-            self._seen[app_instance_id] = (now + self.ttl_s, access)  # (fresh until, answer)
-        return access
+            self._seen[app_instance_id] = seen
+        return seen
 
     def forget_org(self, org_id: int) -> None:
         with self._lock:
             for app_id in [a for a, (_, acc) in self._seen.items() if acc.org_id == org_id]:
                 del self._seen[app_id]
+        if self._on_forget is not None:
+            self._on_forget(org_id=org_id)
 
     def forget_all(self) -> None:
         with self._lock:
             self._seen.clear()
+        if self._on_forget is not None:
+            self._on_forget()
 
 
 # --- Process-wide instances -----------------------------------------------------------------
@@ -383,42 +507,16 @@ GUARD = AccessGuard(
     lookup=lookup_access,
     on_refused=CACHE.purge_org,
     on_checked=lambda access: CACHE.sync_current(access.app_instance_id, access.current_dek_id),
+    on_forget=CACHE.end_leases,
 )
-_guard_memo = GUARD._seen.get  # the memo dict is only ever cleared, never replaced
 
-
-def lease(app_instance_id: int, dek_id: int | None = None):
-    """The hot path: ``(access, cipher)`` if this process may use the key right now with no
-    database or KMS call, else ``None`` (the caller takes the slow path, which re-checks,
-    loads and explains).
-
-    "May" means: the guard's memo of the app is younger than its TTL and says usable BYOK;
-    and the key — ``dek_id``, or the app's current key when ``None`` — is cached, the app's
-    own, and within its age and use limits (this counts one use).
-    """
-    now = GUARD.clock()  # the process-wide guard and cache share one clock
-    seen = _guard_memo(app_instance_id)
-    if seen is None or now >= seen[0] or not seen[1].ok:
-        return None
-    cache = CACHE
-    if dek_id is None:
-        dek_id = cache._current.get(app_instance_id)
-    entry = cache._entries.get(dek_id)
-    if (
-        entry is None
-        or entry.app_instance_id != app_instance_id
-        or entry.uses >= cache.max_uses
-        or now >= entry.expires_at
-    ):
-        return None
-    # No lock on this path (it costs as much as the rest): each step is one atomic operation
-    # under the GIL, and a use lost to a concurrent increment only stretches a soft limit.
-    entry.uses += 1
-    try:
-        cache._entries.move_to_end(dek_id)
-    except KeyError:  # evicted or purged meanwhile: this one use still stands
-        pass
-    return seen[1], entry.cipher
+#: The hot path's lookups (the dicts are only ever cleared, never replaced). An entry found
+#: here may be used without the lock only if ``GUARD.clock() < entry.lease_until`` and
+#: ``entry.uses < entry.max_uses`` (then count the use: ``entry.uses += 1``); for a reader,
+#: also ``entry.app_instance_id`` must be the caller's app. Otherwise take the slow path
+#: (``dataplane.records``), which asks the guard and grants a new lease.
+writer_of = CACHE._writers.get  # app instance id → entry of its current (writing) key
+entry_for_header = CACHE._by_header.get  # the 9 header bytes of a ciphertext → entry
 
 
 def purge_org(org_id: int) -> int:

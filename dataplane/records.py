@@ -6,9 +6,11 @@ instance's data key (DEK), bound to org, app instance and record id.
 
 **Refusal.** Before every use of a key, :data:`dataplane.dek_cache.GUARD` confirms (from a memo at
 most ``DEK_GUARD_TTL_S`` old, else one query) that the org's connection is in
-``connections.lifecycle.USABLE_STATES`` and the app instance is not suspended. Otherwise the call
-raises :class:`AppSuspended` with a reason the customer can read, and that org's cached keys
-are purged in this process: stale plaintext is never returned. See ``keys/dek_cache.py``.
+``connections.lifecycle.USABLE_STATES`` and the app instance is not suspended — on the hot path
+through the key's lease, which ends when the guard's answer stops being fresh. Otherwise the
+call raises :class:`AppSuspended` with a reason the customer can read, and that org's cached
+keys are purged in this process: stale plaintext is never returned. See
+``dataplane/dek_cache.py``.
 
 **Data keys.** One current DEK per app instance, created on the first write: KMS
 ``GenerateDataKey`` under the connection's current key in the location's primary region,
@@ -51,8 +53,14 @@ from connections.lifecycle import USABLE_STATES
 from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
 from connections.services import revoke_after_aws_refusal
 from core.locations import get_location
-from dataplane.dek_cache import CACHE, GUARD, AppAccess, lease
-from dataplane.envelope import DataKeyCipher, DecryptionFailed, key_id_of, parse_header
+from dataplane.dek_cache import CACHE, GUARD, AppAccess, CachedKey, entry_for_header, writer_of
+from dataplane.envelope import (
+    HEADER_BYTES,
+    DataKeyCipher,
+    DecryptionFailed,
+    key_id_of,
+    parse_header,
+)
 from dataplane.models import AppDataHealth, AppRecord
 from orgs.models import AppInstance
 
@@ -116,10 +124,16 @@ _BYOK = str(AppInstance.Encryption.BYOK)
 
 
 def _access(app_instance_id: int) -> AppAccess:
-    """The app's access from the guard, or the refusal (hot path: one memo lookup)."""
-    access = GUARD.check(app_instance_id)
-    if access is not None and access.usable and access.encryption == _BYOK:
-        return access
+    """The app's access from the guard, or the refusal (one memo lookup, or one query)."""
+    return _access_until(app_instance_id)[1]
+
+
+def _access_until(app_instance_id: int) -> tuple[float, AppAccess]:
+    """``(fresh until, access)`` from the guard, or the refusal."""
+    answer = GUARD.check_until(app_instance_id)
+    if answer is not None and answer[1].ok:  # usable, and a BYOK app
+        return answer
+    access = None if answer is None else answer[1]
     if access is None:
         raise AppInstance.DoesNotExist(f"No app instance #{app_instance_id}.")
     if access.encryption != _BYOK:
@@ -134,40 +148,66 @@ def _access(app_instance_id: int) -> AppAccess:
 
 
 # --- The hot path: no database I/O on a cache hit ---------------------------------------------
+#
+# A use of a leased key (see ``dataplane.dek_cache``) costs one dict lookup, one clock read and
+# the use count; the entry's ``seal`` / ``open`` are bound to its org and app instance (the
+# reader checks the app is the caller's). Anything else takes the slow path, which asks the
+# guard, finds or unwraps the key, counts the use and grants a new lease.
 
 
 def encrypt_for(*, app_instance_id: int, record_id: int, plaintext: bytes) -> tuple[int, bytes]:
     """Encrypt one record's bytes under the app's current DEK: ``(data key id, ciphertext)``."""
-    hot = lease(app_instance_id)
-    access, cipher = hot if hot is not None else _writer(app_instance_id)
-    return cipher.dek_id, cipher.seal(plaintext, (access.org_id, app_instance_id, record_id))
+    entry = writer_of(app_instance_id)
+    if entry is not None and entry.uses < entry.max_uses and GUARD.clock() < entry.lease_until:
+        entry.uses += 1
+    else:
+        entry = _writer(app_instance_id)
+    return entry.dek_id, entry.seal(record_id, plaintext)
 
 
 def decrypt_for(*, app_instance_id: int, record_id: int, blob: bytes) -> bytes:
     """Decrypt one record's ciphertext, written by :func:`encrypt_for` for the same record."""
-    dek_id = key_id_of(blob)
-    hot = lease(app_instance_id, dek_id)
-    access, cipher = hot if hot is not None else _reader(app_instance_id, blob)
-    return cipher.open(blob, (access.org_id, app_instance_id, record_id))
+    try:
+        entry = entry_for_header(blob[:HEADER_BYTES])
+    except (TypeError, ValueError):  # a bytearray or writable view is not hashable
+        entry = None
+    if (
+        entry is not None
+        and entry.app_instance_id == app_instance_id
+        and entry.uses < entry.max_uses
+        and GUARD.clock() < entry.lease_until
+    ):
+        entry.uses += 1
+    else:
+        entry = _reader(app_instance_id, blob)
+    return entry.open(blob, record_id)
 
 
-def _writer(app_instance_id: int) -> tuple[AppAccess, DataKeyCipher]:
+def _writer(app_instance_id: int) -> CachedKey:
     """Slow path of a write: the guard's verdict (maybe a query), then the current DEK from
-    the cache, the database and KMS as needed."""
-    access = _access(app_instance_id)
-    hit = CACHE.get_current(app_instance_id)
-    return access, hit.cipher if hit is not None else _writing_cipher(access)
+    the cache, the database and KMS as needed; leased until the verdict is due again."""
+    epoch = CACHE.lease_epoch
+    until, access = _access_until(app_instance_id)
+    entry = CACHE.get_current(app_instance_id)
+    if entry is None:
+        entry = _writing_entry(access)
+    CACHE.grant(entry, until=until, epoch=epoch)
+    return entry
 
 
-def _reader(app_instance_id: int, blob: bytes) -> tuple[AppAccess, DataKeyCipher]:
-    access = _access(app_instance_id)
+def _reader(app_instance_id: int, blob: bytes) -> CachedKey:
+    """Slow path of a read, like :func:`_writer` for the key the ciphertext names."""
+    key_id_of(blob)  # a ciphertext too short to name a key fails first, as ever
+    epoch = CACHE.lease_epoch
+    until, access = _access_until(app_instance_id)
     _version, dek_id = parse_header(blob)
-    hit = CACHE.get(dek_id)
-    if hit is None:
-        return access, _reading_cipher(access, dek_id)
-    if hit.app_instance_id != app_instance_id or hit.org_id != access.org_id:
+    entry = CACHE.get(dek_id)
+    if entry is None:
+        entry = _reading_entry(access, dek_id)
+    elif entry.app_instance_id != app_instance_id or entry.org_id != access.org_id:
         raise DecryptionFailed("The ciphertext names a data key of another app.")
-    return access, hit.cipher
+    CACHE.grant(entry, until=until, epoch=epoch)
+    return entry
 
 
 # --- Records ------------------------------------------------------------------------------------
@@ -178,13 +218,13 @@ def store_record(*, app_instance, kind: str, plaintext: bytes) -> AppRecord:
     if kind not in AppRecord.Kind.values:
         raise ValueError(f"Unknown record kind {kind!r}.")
     app_id = _app_id(app_instance)
-    access, cipher = lease(app_id) or _writer(app_id)
+    entry = _writer(app_id)  # the slow path: fine beside two queries
     with transaction.atomic():
         # The AAD binds the record id, which exists only once the row does.
         record = AppRecord.objects.create(
-            app_instance_id=app_id, kind=kind, data_key_id=cipher.dek_id, ciphertext=b""
+            app_instance_id=app_id, kind=kind, data_key_id=entry.dek_id, ciphertext=b""
         )
-        record.ciphertext = cipher.seal(plaintext, (access.org_id, app_id, record.pk))
+        record.ciphertext = entry.seal(record.pk, plaintext)
         record.save(update_fields=["ciphertext"])
     return record
 
@@ -192,9 +232,7 @@ def store_record(*, app_instance, kind: str, plaintext: bytes) -> AppRecord:
 def ensure_current_data_key(app_instance) -> DataKey:
     """The app instance's current data key, created now if it has none (provisioning calls
     this so a new app's first write needs no KMS call). Refuses like a write."""
-    app_id = _app_id(app_instance)
-    _access, cipher = lease(app_id) or _writer(app_id)
-    return DataKey.objects.get(pk=cipher.dek_id)
+    return DataKey.objects.get(pk=_writer(_app_id(app_instance)).dek_id)
 
 
 def read_record(*, app_instance, record_id: int) -> bytes:
@@ -297,12 +335,12 @@ def _single_flight(key):
         yield
 
 
-def _writing_cipher(access: AppAccess) -> DataKeyCipher:
+def _writing_entry(access: AppAccess) -> CachedKey:
     app_id = access.app_instance_id
     with _single_flight(("app", app_id)):
         hit = CACHE.get_current(app_id)
         if hit is not None:
-            return hit.cipher
+            return hit
         current = DataKey.objects.filter(
             app_instance_id=app_id, is_current=True, destroyed_at__isnull=True
         ).first()
@@ -325,10 +363,9 @@ def _writing_cipher(access: AppAccess) -> DataKeyCipher:
             hit = CACHE.get(current.pk)
             if hit is not None:  # cached for reading already: keep its age and use count
                 CACHE.mark_current(app_id, current.pk)
-                return hit.cipher
+                return hit
             cipher = _unwrap(access, current)
-        CACHE.put(cipher, org_id=access.org_id, app_instance_id=app_id, current=True, uses=1)
-        return cipher
+        return CACHE.put(cipher, org_id=access.org_id, app_instance_id=app_id, current=True, uses=1)
 
 
 def _due_for_rotation(data_key: DataKey) -> bool:
@@ -336,11 +373,11 @@ def _due_for_rotation(data_key: DataKey) -> bool:
     return bool(max_age) and timezone.now() - data_key.created_at > timedelta(seconds=max_age)
 
 
-def _reading_cipher(access: AppAccess, dek_id: int) -> DataKeyCipher:
+def _reading_entry(access: AppAccess, dek_id: int) -> CachedKey:
     with _single_flight(("dek", dek_id)):
         hit = CACHE.get(dek_id)
         if hit is not None and hit.app_instance_id == access.app_instance_id:
-            return hit.cipher
+            return hit
         data_key = DataKey.objects.filter(pk=dek_id).first()
         if data_key is None or data_key.app_instance_id != access.app_instance_id:
             raise DecryptionFailed("The ciphertext names a data key of another app.")
@@ -350,8 +387,9 @@ def _reading_cipher(access: AppAccess, dek_id: int) -> DataKeyCipher:
                 cause="keys-destroyed",
             )
         cipher = _unwrap(access, data_key)
-        CACHE.put(cipher, org_id=access.org_id, app_instance_id=access.app_instance_id, uses=1)
-        return cipher
+        return CACHE.put(
+            cipher, org_id=access.org_id, app_instance_id=access.app_instance_id, uses=1
+        )
 
 
 def _connection(access: AppAccess) -> ByokConnection:

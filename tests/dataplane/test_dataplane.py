@@ -442,6 +442,52 @@ def test_record_under_a_dek_with_a_changed_context_fails_and_does_not_revoke(app
     assert connection_of(app).state == "active"
 
 
+def test_another_apps_ciphertext_in_the_same_org_fails_although_its_key_is_warm(app):
+    sibling = AppInstanceFactory(
+        site=app.site, app="confluence", encryption=AppInstance.Encryption.BYOK, status="active"
+    )
+    _dek, theirs = dataplane.encrypt_for(app_instance_id=sibling.pk, record_id=7, plaintext=SECRET)
+
+    with pytest.raises(DecryptionFailed, match="another app"):
+        dataplane.decrypt_for(app_instance_id=app.pk, record_id=7, blob=theirs)
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_ciphertext_reads_back_from_any_bytes_like_value(app, kind):
+    _dek, blob = dataplane.encrypt_for(app_instance_id=app.pk, record_id=3, plaintext=SECRET)
+
+    for _ in range(2):  # the slow path first, then the leased key
+        assert dataplane.decrypt_for(app_instance_id=app.pk, record_id=3, blob=kind(blob)) == SECRET
+
+
+def test_a_purge_racing_the_slow_path_leaves_the_key_unleased(app, monkeypatch):
+    _dek, blob = dataplane.encrypt_for(app_instance_id=app.pk, record_id=3, plaintext=SECRET)
+    dek_cache.GUARD.forget_all()
+    ask_database = dek_cache.GUARD._lookup
+
+    def lookup_while_another_thread_purges(app_instance_id):
+        answer = ask_database(app_instance_id)
+        dek_cache.CACHE.end_leases(org_id=answer.org_id)
+        return answer
+
+    monkeypatch.setattr(dek_cache.GUARD, "_lookup", lookup_while_another_thread_purges)
+    assert dataplane.decrypt_for(app_instance_id=app.pk, record_id=3, blob=blob) == SECRET
+
+    entry = dek_cache.entry_for_header(blob[: envelope.HEADER_BYTES])
+    assert entry.lease_until < dek_cache.GUARD.clock()
+
+
+def test_writes_are_refused_within_guard_ttl_after_another_process_revokes(app, clock):
+    dataplane.encrypt_for(app_instance_id=app.pk, record_id=1, plaintext=SECRET)
+    ByokConnection.objects.filter(pk=connection_of(app).pk).update(state="revoked")
+
+    clock.advance(dek_cache.GUARD.ttl_s * 0.9)
+    dataplane.encrypt_for(app_instance_id=app.pk, record_id=2, plaintext=SECRET)
+    clock.advance(dek_cache.GUARD.ttl_s * 0.1)
+    with pytest.raises(AppSuspended):
+        dataplane.encrypt_for(app_instance_id=app.pk, record_id=3, plaintext=SECRET)
+
+
 # --- Refusal: revoked, suspended, pending -------------------------------------------------------
 
 

@@ -264,3 +264,172 @@ def test_purge_org_clears_the_process_cache_and_guard_memo(monkeypatch, clock):
 
     assert 77 not in dek_cache.CACHE
     assert 654321 not in dek_cache.GUARD._seen
+
+
+# --- Leases: what the hot path may use without asking the guard --------------------------------
+
+
+def test_granted_lease_ends_with_the_guard_answer_or_the_key_age(clock):
+    cache = make_cache(clock, max_age_s=300)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+
+    assert cache.grant(entry, until=clock() + 0.5, epoch=cache.lease_epoch)
+    assert entry.lease_until == clock() + 0.5
+    cache.grant(entry, until=clock() + 1000, epoch=cache.lease_epoch)
+    assert entry.lease_until == entry.expires_at == clock() + 300
+
+
+def test_a_new_entry_has_no_lease_until_granted(clock):
+    cache = make_cache(clock)
+
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+
+    assert entry.lease_until < clock()
+    assert cache._writers[20] is entry
+    assert cache._by_header[cipher(1).header] is entry
+
+
+def test_grant_is_refused_when_leases_ended_since_the_guard_was_asked(clock):
+    cache = make_cache(clock)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20)
+    epoch = cache.lease_epoch
+
+    cache.end_leases(org_id=99)  # any org: a purge or forget raced the slow path
+
+    assert not cache.grant(entry, until=clock() + 0.5, epoch=epoch)
+    assert entry.lease_until < clock()
+
+
+def test_grant_is_refused_for_an_entry_no_longer_cached(clock):
+    cache = make_cache(clock)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20)
+    cache.discard(1)
+
+    assert not cache.grant(entry, until=clock() + 0.5, epoch=cache.lease_epoch)
+
+
+def test_end_leases_ends_only_the_named_orgs_or_apps_leases(clock):
+    cache = make_cache(clock)
+    mine = cache.put(cipher(1), org_id=10, app_instance_id=20)
+    other_app = cache.put(cipher(2), org_id=10, app_instance_id=21)
+    other_org = cache.put(cipher(3), org_id=11, app_instance_id=30)
+    for entry in (mine, other_app, other_org):
+        cache.grant(entry, until=clock() + 0.5, epoch=cache.lease_epoch)
+
+    cache.end_leases(app_instance_id=20)
+    assert mine.lease_until < clock() < other_app.lease_until
+    cache.end_leases(org_id=10)
+    assert other_app.lease_until < clock() < other_org.lease_until
+    cache.end_leases()
+    assert other_org.lease_until < clock()
+
+
+@pytest.mark.parametrize("how", ["discard", "discard_current", "purge_org", "purge_all", "evict"])
+def test_a_key_leaving_the_cache_leaves_the_hot_path_lookups(clock, how):
+    cache = make_cache(clock, max_entries=1)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+    cache.grant(entry, until=clock() + 0.5, epoch=cache.lease_epoch)
+
+    {
+        "discard": lambda: cache.discard(1),
+        "discard_current": lambda: cache.discard_current(20),
+        "purge_org": lambda: cache.purge_org(10),
+        "purge_all": cache.purge_all,
+        "evict": lambda: cache.put(cipher(2), org_id=11, app_instance_id=30),
+    }[how]()
+
+    assert 20 not in cache._writers
+    assert cipher(1).header not in cache._by_header
+    assert entry.lease_until < clock()
+
+
+@pytest.mark.parametrize("how", ["sync_current", "forget_current"])
+def test_a_key_no_longer_current_stops_being_the_writer(clock, how):
+    cache = make_cache(clock)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20, current=True)
+
+    if how == "sync_current":
+        cache.sync_current(20, 2)  # the database names another current key
+    else:
+        cache.forget_current(20)
+
+    assert 20 not in cache._writers
+    assert cache._by_header[cipher(1).header] is entry  # still readable
+
+
+def test_marking_a_cached_key_current_makes_it_the_writer(clock):
+    cache = make_cache(clock)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20)
+
+    cache.mark_current(20, 1)
+
+    assert cache._writers[20] is entry
+
+
+def test_configured_max_uses_reaches_cached_entries(clock, settings):
+    cache = DekCache(clock=clock)
+    entry = cache.put(cipher(1), org_id=10, app_instance_id=20)
+
+    settings.DEK_CACHE_MAX_USES = 7
+    cache.configure()
+
+    assert entry.max_uses == cache.max_uses == 7
+
+
+@pytest.mark.parametrize(
+    ("forget", "ended_leases"),
+    [
+        ("org", [{"org_id": 10}]),
+        ("all", [{}]),
+        ("missing-app", [{"app_instance_id": 20}]),
+    ],
+)
+def test_whatever_makes_the_guard_ask_again_ends_the_leases_built_on_it(
+    clock, forget, ended_leases
+):
+    ended = []
+    lookup = Lookup(access())
+    guard = AccessGuard(
+        lookup=lookup,
+        on_refused=lambda org_id: None,
+        ttl_s=0.5,
+        clock=clock,
+        on_forget=lambda **which: ended.append(which),
+    )
+    guard.check(20)
+    ended.clear()
+
+    if forget == "org":
+        guard.forget_org(10)
+    elif forget == "all":
+        guard.forget_all()
+    else:  # the app instance was deleted
+        lookup.answer = None
+        guard.check(20, force=True)
+
+    assert ended == ended_leases
+
+
+def test_guard_check_until_tells_how_long_its_answer_is_fresh(clock):
+    guard = AccessGuard(
+        lookup=Lookup(access()), on_refused=lambda org_id: None, ttl_s=0.5, clock=clock
+    )
+
+    until, answer = guard.check_until(20)
+    clock.advance(0.3)
+
+    assert guard.check_until(20) == (until, answer)
+    assert until == clock() + 0.2
+
+
+def test_process_guard_forgetting_an_org_ends_its_leases(monkeypatch, clock):
+    monkeypatch.setattr(dek_cache.GUARD, "clock", clock)
+    monkeypatch.setattr(dek_cache.CACHE, "clock", clock)
+    entry = dek_cache.CACHE.put(cipher(78), org_id=123457, app_instance_id=654322)
+    dek_cache.CACHE.grant(entry, until=clock() + 0.5, epoch=dek_cache.CACHE.lease_epoch)
+    try:
+        dek_cache.GUARD.forget_org(123457)
+
+        assert entry.lease_until < clock()
+    finally:
+        dek_cache.CACHE.discard(78)

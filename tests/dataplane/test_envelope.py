@@ -1,6 +1,7 @@
 """dataplane.envelope: the AES-256-GCM record format. Pure: no database, no AWS."""
 
 import os
+import threading
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -200,3 +201,115 @@ def test_round_trip_for_any_plaintext_key_id_and_record(plaintext, dek_id, ids):
     other = (ids[0], ids[1], (ids[2] + 1) % 2**64)
     with pytest.raises(DecryptionFailed):
         cipher.open(blob, other)
+
+
+# --- Record functions: the data plane's hot path -------------------------------------------------
+
+ORG, APP, RECORD = PARTS
+
+
+@pytest.fixture
+def record_functions(cipher):
+    return cipher.record_functions(org_id=ORG, app_instance_id=APP)
+
+
+@pytest.mark.parametrize("size", [0, 1024, 4095, 4096, 16 * 1024 - 1, 16 * 1024, 65536, 1 << 20])
+def test_record_functions_write_and_read_the_same_format_as_seal_and_open(
+    cipher, record_functions, size
+):
+    seal_record, open_record = record_functions
+    plaintext = os.urandom(size)
+
+    blob = seal_record(RECORD, plaintext)
+
+    assert blob[:9] == cipher.header == blob[:1] + (5).to_bytes(8, "big")
+    assert cipher.open(blob, PARTS) == plaintext
+    assert open_record(cipher.seal(plaintext, PARTS), RECORD) == plaintext
+    aad = b"byok-portal/app-record" + blob[:9] + b"".join(p.to_bytes(8, "big") for p in PARTS)
+    assert AESGCM(DEK).decrypt(blob[9:21], blob[21:], aad) == plaintext
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_record_functions_take_any_bytes_like_plaintext(record_functions, kind):
+    seal_record, open_record = record_functions
+    for size in (100, 40_000, (1 << 20) + 1):
+        plaintext = os.urandom(size)
+        assert open_record(seal_record(RECORD, kind(plaintext)), RECORD) == plaintext
+
+
+def test_large_records_sealed_by_many_threads_at_once_stay_intact(record_functions):
+    seal_record, open_record = record_functions
+    failures = []
+
+    def worker(n):
+        for i in range(50):
+            plaintext = bytes([n]) * (20_000 + 1000 * n + i)
+            if open_record(seal_record(i, plaintext), i) != plaintext:
+                failures.append((n, i))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert failures == []
+
+
+def test_record_functions_fail_exactly_like_open(cipher, record_functions):
+    _seal_record, open_record = record_functions
+    blob = cipher.seal(SECRET, PARTS)
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    relabelled = blob[:1] + (6).to_bytes(8, "big") + blob[9:]
+    cases = [
+        (bytes(tampered), RECORD, "failed authentication"),
+        (blob, RECORD + 1, "failed authentication"),
+        (relabelled, RECORD, "data key #6"),
+        (b"\x02" + blob[1:], RECORD, "version 2"),
+        (blob[:36], RECORD, "too short"),
+        (b"", RECORD, "too short"),
+    ]
+    for bad, record_id, message in cases:
+        with pytest.raises(DecryptionFailed, match=message) as failure:
+            open_record(bad, record_id)
+        assert failure.value.__context__ is None or failure.value.__suppress_context__
+        assert SECRET.decode() not in str(failure.value)
+
+
+@pytest.mark.parametrize("record_id", [-1, 2**64, "42"])
+def test_record_functions_refuse_record_ids_outside_64_bits(record_functions, record_id):
+    seal_record, open_record = record_functions
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        seal_record(record_id, SECRET)
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        open_record(seal_record(RECORD, SECRET), record_id)
+    with pytest.raises(DecryptionFailed, match="too short"):  # the size is judged first
+        open_record(b"\x01", record_id)
+
+
+def _outcome(fn):
+    try:
+        return ("opened", fn())
+    except (DecryptionFailed, ValueError) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    plaintext=st.binary(max_size=6000),
+    cut=st.integers(min_value=0, max_value=6100),
+    flip=st.one_of(st.none(), st.integers(min_value=0, max_value=6100)),
+    record_id=st.integers(min_value=41, max_value=43),
+)
+def test_open_record_judges_any_ciphertext_exactly_like_open(plaintext, cut, flip, record_id):
+    cipher = DataKeyCipher(dek_id=5, dek=DEK)
+    _seal_record, open_record = cipher.record_functions(org_id=ORG, app_instance_id=APP)
+    blob = bytearray(cipher.seal(plaintext, PARTS))
+    if flip is not None and flip < len(blob):
+        blob[flip] ^= 0x80
+    blob = bytes(blob[:cut])  # truncated when cut < its length
+
+    assert _outcome(lambda: open_record(blob, record_id)) == _outcome(
+        lambda: cipher.open(blob, (ORG, APP, record_id))
+    )

@@ -34,10 +34,11 @@ define run_lane
 	exit $$rc
 endef
 
-.PHONY: help deps browser-deps run test test-unit test-services test-browser services lint fmt bench clean prod-check
+.PHONY: help deps browser-deps run prod-run test test-unit test-services test-browser services lint fmt bench clean prod-check
 
 help:
 	@echo "make run            the portal on http://127.0.0.1:$(PORT) (demo data, moto as AWS, worker + beat)"
+	@echo "make prod-run       production settings: gunicorn + Celery workers + beat on PostgreSQL and Redis"
 	@echo "make test           every lane: test-unit, test-services, test-browser"
 	@echo "make test-unit      pytest tests/ minus integration/ and e2e/ (SQLite, eager Celery, mock_aws)"
 	@echo "make test-services  tests/integration (PostgreSQL, Redis, real Celery worker, moto server)"
@@ -70,6 +71,10 @@ browser-deps:
 # --- running -----------------------------------------------------------------------------
 run: deps
 	@PORT=$(PORT) MOTO_PORT=$(MOTO_PORT) $(BIN)/python scripts/run_demo.py
+
+# Production settings on this machine (scripts/prod_run.py): the Procfile's processes.
+prod-run: deps
+	@PORT=$(PORT) MOTO_PORT=$(MOTO_PORT) $(BIN)/python scripts/prod_run.py
 
 bench: deps
 	@$(BIN)/python -m bench $(or $(B),all)

@@ -1,0 +1,72 @@
+"""gunicorn's configuration for the portal (``gunicorn -c deploy/gunicorn.conf.py``).
+
+Everything an operator tunes comes from the environment: ``PORT`` / ``GUNICORN_BIND``,
+``WEB_CONCURRENCY`` (worker processes), ``GUNICORN_THREADS`` (threads per worker: gthread
+when > 1), ``GUNICORN_TIMEOUT`` and ``GUNICORN_GRACEFUL_TIMEOUT`` (seconds a worker has to
+finish its requests on HUP/TERM before it is killed). The access log is one JSON object per
+request on stdout, with the request ID the portal answered with (``X-Request-ID``).
+"""
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+
+from gunicorn.glogging import Logger
+
+bind = os.environ.get("GUNICORN_BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+worker_class = "gthread" if threads > 1 else "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = 5
+# No preload: a HUP starts new workers that import the code afresh (a graceful deploy).
+preload_app = False
+accesslog = "-"
+errorlog = "-"
+# The TLS proxy in front is the only client; its address is trusted for X-Forwarded-*.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+class JsonAccessLogger(Logger):
+    """gunicorn's logger, with each access line a JSON object (values escaped by json)."""
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        headers = dict(resp.headers or [])
+        line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "type": "access",
+            "request_id": headers.get("X-Request-ID", "-"),
+            "remote": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": int(status),
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 1),
+            "user_agent": environ.get("HTTP_USER_AGENT", "-"),
+            "pid": os.getpid(),
+        }
+        self.access_log.info(json.dumps(line))
+
+
+logger_class = JsonAccessLogger
+
+
+def on_starting(server):
+    """Prometheus' multiprocess directory starts empty: no figures of a previous run."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker that exits leaves its live gauges behind unless it is marked dead."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -9,12 +9,17 @@ offline (chain intact, signatures valid, no event missing between two digests).
 
 Before signing, the links added since the last digest are re-hashed: a chain that was
 tampered with is never signed, and staff are alerted instead.
+
+Every verification is counted (``core.metrics``: ``byok_audit_chain_verifications_total`` by
+kind and result); the daily verification of every chain also sets how many were broken and
+when it ran.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -40,6 +45,7 @@ from audit.chain import (
 )
 from audit.models import AuditEvent, ChainDigest, ChainHead
 from audit.provenance import provenance_of
+from core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +169,7 @@ def sign_chain_digest(*, chain: str, now: datetime | None = None) -> ChainDigest
     if last is not None and last.sequence >= head.sequence:
         if last.sequence == head.sequence and last.head_hash == head.head_hash:
             return None
+        metrics.chain_verified("digest", broken=True)
         raise ChainTampered(
             ChainBreak(
                 chain,
@@ -184,6 +191,7 @@ def sign_chain_digest(*, chain: str, now: datetime | None = None) -> ChainDigest
         first_sequence=first,
         first_prev_hash=first_prev,
     )
+    metrics.chain_verified("digest", broken=brk is not None)
     if brk is not None:
         raise ChainTampered(brk)
     with transaction.atomic():
@@ -400,6 +408,12 @@ def verify_chain(chain: str) -> ChainBreak | None:
     A rewritten chain (every hash recomputed after an edit) still verifies link by link; the
     signed digests catch it: the link a digest names must still hash to the signed value.
     """
+    brk = _verify_chain(chain)
+    metrics.chain_verified("full", broken=brk is not None)
+    return brk
+
+
+def _verify_chain(chain: str) -> ChainBreak | None:
     # The newest digest is read before the head: a head behind it was truncated (heads only
     # grow), whatever was appended or signed meanwhile.
     newest = ChainDigest.objects.filter(chain=chain).order_by("-sequence").first()
@@ -505,7 +519,11 @@ def verify_all_chains(org_id: int | None = None) -> list[ChainBreak]:
     chains = ChainHead.objects.order_by("chain").values_list("chain", flat=True)
     if org_id is not None:
         chains = chains.filter(chain=chain_name_for(org_id))
-    return [brk for brk in (verify_chain(c) for c in chains) if brk is not None]
+    breaks = [brk for brk in (verify_chain(c) for c in chains) if brk is not None]
+    if org_id is None:  # every chain: what the operator's alert looks at
+        metrics.AUDIT_CHAINS_BROKEN.set(len(breaks))
+        metrics.AUDIT_CHAINS_LAST_VERIFIED.set(time.time())
+    return breaks
 
 
 def verify_and_alert(org_id: int | None = None) -> list[ChainBreak]:

@@ -52,6 +52,7 @@ from audit.provenance import provenance_of
 from audit.services import record_event
 from audit.webhook_signing import decrypt_secret, encrypt_secret, signed_headers
 from audit.webhook_transport import DestinationRefused, PostOutcome
+from core import metrics
 from core.errors import NotAllowed, NotFound
 from core.tasks import enqueue, enqueue_on_commit
 
@@ -341,7 +342,13 @@ def attempt_delivery(*, delivery_id: int) -> AttemptResult:
             body=body,
         )
         outcome = webhook_transport.post(url=url, body=body, headers=headers)
-    return _record_outcome(delivery_id, attempt, outcome)
+    result = _record_outcome(delivery_id, attempt, outcome)
+    if result.status != "gone":
+        counted = (
+            "delivered" if outcome.ok else "retry" if result.retry_in is not None else "failed"
+        )
+        metrics.WEBHOOK_ATTEMPTS.labels(outcome=counted).inc()
+    return result
 
 
 @transaction.atomic

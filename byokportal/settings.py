@@ -64,11 +64,14 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "security",  # after otp_totp: its admin.py replaces the TOTP device admin
+    "django_prometheus",  # request metrics for /metrics (byokportal/metrics.py)
 ]
 
 MIDDLEWARE = [
     # First: the request ID every log line, enqueued task and audit event of the request carries.
     "byokportal.middleware.RequestIdMiddleware",
+    # Request metrics (django-prometheus): Before as early as it can be, After as late.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -83,6 +86,8 @@ MIDDLEWARE = [
     "security.middleware.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "byokportal.middleware.SecurityHeadersMiddleware",
+    # Before axes (which must be last): it then counts the lockout page axes answers with.
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a lockout into the "account locked" page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -175,7 +180,8 @@ SESSION_COOKIE_SECURE = _HTTPS
 CSRF_COOKIE_SECURE = _HTTPS
 CSRF_COOKIE_HTTPONLY = True
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Probes and the metrics scraper may talk to gunicorn directly, without the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = 31536000 if _HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
@@ -241,6 +247,12 @@ SIGN_IN_FAILURE_WINDOW_S = env.int("SIGN_IN_FAILURE_WINDOW_S", default=300)
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="BYOK Portal")
 # Seconds a re-authentication stays fresh for destructive actions (revoke, re-encryption).
 RECENT_AUTH_MAX_AGE_S = env.int("RECENT_AUTH_MAX_AGE_S", default=600)
+
+# --- Metrics (byokportal/metrics.py, docs/operations.md) -----------------------------------
+# /metrics answers a scraper that sends "Authorization: Bearer <METRICS_TOKEN>"; unset, the
+# endpoint does not exist (404). Under gunicorn and Celery, PROMETHEUS_MULTIPROC_DIR (read by
+# prometheus_client from the environment) makes every process's figures part of each scrape.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- E-mail ------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

@@ -3,10 +3,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from byokportal.health import healthz
+from byokportal.metrics import metrics_view
 from security import views as security_views
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Prometheus, for the operator's scraper (bearer token; 404 when METRICS_TOKEN is unset).
+    path("metrics", metrics_view, name="metrics"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),

@@ -7,7 +7,8 @@ the endpoint (moto locally) are configured here and nowhere else.
 Each call made with a customer's role can be reported to an ``on_call`` callback as a
 :class:`KmsCall` (operation, region, key, encryption context, error): that is how key-usage
 audit events are written without this module knowing about the audit app. Plaintext and
-ciphertext never appear in a ``KmsCall``.
+ciphertext never appear in a ``KmsCall``. Every KMS and STS call is also counted, with its
+duration and outcome (``ok`` or the named cause), in ``core.metrics`` for ``/metrics``.
 
 ``CustomerSession.list_objects``/``get_object`` read (never write) the customer's CloudTrail
 bucket for audit ingestion, in the same assumed-role session.
@@ -43,6 +44,7 @@ from connections.aws_errors import (  # noqa: F401 — re-exported: callers use 
     Unreachable,
     classify,
 )
+from core import metrics
 
 # --- Clients ----------------------------------------------------------------------------
 
@@ -220,6 +222,7 @@ class CustomerSession:
         error = None
         response: dict = {}
         _start_attempts()
+        started = time.perf_counter()
         try:
             response = method(**api_params)
             return response
@@ -228,7 +231,9 @@ class CustomerSession:
             error = classify(exc, region=region, operation=operation)
             raise error from exc
         finally:
-            for request_id, code in _earlier_attempts(_request_id_or_empty(response)):
+            earlier = _earlier_attempts(_request_id_or_empty(response))
+            metrics.aws_call_done("kms", operation, error and error.cause, started, len(earlier))
+            for request_id, code in earlier:
                 retried = AwsError(
                     f"AWS answered {code or 'an error'}; retried.", region=region, code=code
                 )
@@ -422,6 +427,7 @@ def assume_customer_role(
     error = None
     response: dict = {}
     _start_attempts()
+    started = time.perf_counter()
     try:
         response = sts.assume_role(
             RoleArn=role_arn,
@@ -435,6 +441,7 @@ def assume_customer_role(
         raise error from exc
     finally:
         earlier = _earlier_attempts(_request_id_or_empty(response))
+        metrics.aws_call_done("sts", "AssumeRole", error and error.cause, started, len(earlier))
         if on_call is not None:
             attempts = [
                 (rid, AwsError(f"AWS answered {code or 'an error'}; retried.", code=code))

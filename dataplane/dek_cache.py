@@ -49,6 +49,10 @@ key id. When it differs from the key this process writes with (another process r
 DEK, or a re-encryption switched to new KMS keys), the process stops writing with its cached
 key (``DekCache.sync_current``): within ``DEK_GUARD_TTL_S`` every process writes new records
 under the current DEK, without any broadcast.
+
+**Metrics** (``core.metrics``): a miss is counted when a key enters the cache; the hot path's
+uses are exported as hits at each lease renewal (so the hot path itself stays as it was); the
+guard observes the revocation's propagation delay when it refuses an org it was serving.
 """
 
 from __future__ import annotations
@@ -65,10 +69,12 @@ from django.db.models import FilteredRelation, Q
 
 from connections.lifecycle import USABLE_STATES
 from connections.models import ConnectionState
+from core import metrics
 from dataplane.envelope import DataKeyCipher
 from orgs.models import AppInstance
 
 _BYOK = str(AppInstance.Encryption.BYOK)
+_REVOKED = str(ConnectionState.REVOKED)
 
 
 class CachedKey:
@@ -90,6 +96,7 @@ class CachedKey:
         "lease_until",
         "seal",
         "open",
+        "counted",
     )
 
     def __init__(
@@ -108,6 +115,7 @@ class CachedKey:
         self.uses = 0
         self.max_uses = max_uses  # the cache's limit, kept here for the hot path
         self.lease_until = float("-inf")  # no lease until the slow path grants one
+        self.counted = 0  # uses already exported as cache hits (``DekCache._export_hits``)
         self.seal, self.open = cipher.record_functions(
             org_id=org_id, app_instance_id=app_instance_id
         )
@@ -195,12 +203,14 @@ class DekCache:
     ) -> CachedKey:
         """Cache an unwrapped key; ``current`` marks it as the app's key for new records;
         ``uses`` counts uses the caller makes without :meth:`get` (the one that unwrapped).
-        Returns the new entry (without a lease)."""
+        Returns the new entry (without a lease). Counted as a cache miss: the caller unwrapped
+        or created the key with KMS."""
+        metrics.DEK_CACHE_MISSES.inc()
         with self._lock:
             entry = CachedKey(
                 cipher, org_id, app_instance_id, self.clock() + self.max_age_s, self.max_uses
             )
-            entry.uses = uses
+            entry.uses = entry.counted = uses  # the miss's own use is not a hit
             dek_id = cipher.dek_id
             old = self._entries.get(dek_id)  # a key cached again replaces its entry
             was_current = old is not None and self._current.get(old.app_instance_id) == dek_id
@@ -225,6 +235,7 @@ class DekCache:
         """Take an entry out of the hot path's lookups (it is leaving the cache)."""
         if entry is None:
             return
+        self._export_hits(entry)
         entry.lease_until = float("-inf")
         if self._by_header.get(entry.cipher.header) is entry:
             del self._by_header[entry.cipher.header]
@@ -284,11 +295,30 @@ class DekCache:
         with self._lock:
             self._lease_epoch += 1
             for entry in self._entries.values():
+                self._export_hits(entry)
                 entry.lease_until = float("-inf")
             self._entries.clear()
             self._current.clear()
             self._writers.clear()
             self._by_header.clear()
+
+    # -- cache hits, for /metrics --
+
+    @staticmethod
+    def _export_hits(entry: CachedKey) -> None:
+        """Export the entry's uses since the last export as cache hits. The hot path only
+        counts ``entry.uses`` (a Prometheus increment per use would cost as much as the use):
+        the slow path exports them at each lease renewal and when the entry leaves."""
+        uses = entry.uses
+        if uses > entry.counted:
+            metrics.DEK_CACHE_HITS.inc(uses - entry.counted)
+            entry.counted = uses
+
+    def export_hits(self) -> None:
+        """Export every entry's uncounted hits now (a scrape of this process)."""
+        with self._lock:
+            for entry in self._entries.values():
+                self._export_hits(entry)
 
     # -- leases (see the module docstring) --
 
@@ -306,6 +336,7 @@ class DekCache:
                 return False
             entry.lease_until = min(until, entry.expires_at)
             self._entries.move_to_end(entry.dek_id)
+            self._export_hits(entry)
             return True
 
     def end_leases(self, *, org_id: int | None = None, app_instance_id: int | None = None):
@@ -338,6 +369,8 @@ class AppAccess:
     reason: str  # customer-readable; empty when usable
     #: The app's current data key in the database (None: none yet, or being replaced).
     current_dek_id: int | None = None
+    #: When the connection last changed state (Unix time), for the revocation's latency.
+    state_changed_at: float | None = None
     #: usable and BYOK: the one flag the hot path tests.
     ok: bool = field(init=False)
 
@@ -376,6 +409,7 @@ class AccessGuard:
         self.clock = clock
         self._lock = threading.Lock()
         self._seen: dict[int, tuple[float, AppAccess]] = {}  # id → (fresh until, answer)
+        self._revocations_seen: dict[int, float] = {}  # org id → state change time measured
         self.configure()
 
     def configure(self) -> None:
@@ -399,10 +433,9 @@ class AccessGuard:
     ) -> tuple[float, AppAccess] | None:
         """Like :meth:`check`, with the clock reading until which the answer is fresh."""
         now = self.clock()
-        if not force:
-            seen = self._seen.get(app_instance_id)
-            if seen is not None and now < seen[0]:
-                return seen
+        before = self._seen.get(app_instance_id)
+        if not force and before is not None and now < before[0]:
+            return before
         access = self._lookup(app_instance_id)
         if access is None:
             with self._lock:
@@ -411,6 +444,8 @@ class AccessGuard:
                 self._on_forget(app_instance_id=app_instance_id)
             return None
         if not access.usable:
+            if before is not None and before[1].usable and access.connection_state == _REVOKED:
+                self._measure_propagation(access, now - before[0])
             self._on_refused(access.org_id)
         elif self._on_checked is not None:
             self._on_checked(access)
@@ -418,6 +453,20 @@ class AccessGuard:
         with self._lock:
             self._seen[app_instance_id] = seen
         return seen
+
+    def _measure_propagation(self, access: AppAccess, stale_for: float) -> None:
+        """This process held a "usable" answer and now sees the revocation: observe how long
+        after the state change that is (once per revocation and process). Not when the answer
+        had gone stale more than a TTL before the revocation: the process was idle then, and
+        the wait would measure its idleness, not the kill switch."""
+        changed = access.state_changed_at
+        if changed is None or self._revocations_seen.get(access.org_id) == changed:
+            return
+        delay = max(time.time() - changed, 0.0)
+        if stale_for > delay + self.ttl_s:
+            return
+        self._revocations_seen[access.org_id] = changed
+        metrics.REVOCATION_PROPAGATION_SECONDS.observe(delay)
 
     def forget_org(self, org_id: int) -> None:
         with self._lock:
@@ -477,14 +526,16 @@ def lookup_access(app_instance_id: int) -> AppAccess | None:
             "site__organization__byok_connection__state",
             "site__organization__byok_connection__state_reason",
             "current_dek__id",
+            "site__organization__byok_connection__state_changed_at",
         )
         .first()
     )
     if row is None:
         return None
     (status, status_reason, encryption, app, site, org_id, conn_id, state, state_reason, dek_id) = (
-        row
+        row[:10]
     )
+    changed_at = row[10]
     reason = _refusal_reason(
         state=state, state_reason=state_reason or "", status=status, status_reason=status_reason
     )
@@ -499,6 +550,7 @@ def lookup_access(app_instance_id: int) -> AppAccess | None:
         usable=not reason,
         reason=reason,
         current_dek_id=dek_id,
+        state_changed_at=changed_at.timestamp() if changed_at is not None else None,
     )
 
 

@@ -52,6 +52,7 @@ from audit.services import record_event
 from connections import aws
 from connections.key_usage import recorder_for, session_arn_prefix
 from connections.models import ByokConnection, ConnectionState, RegionalKey
+from core import metrics
 from core.errors import NotAllowed
 from core.tasks import enqueue, enqueue_on_commit
 from integrations.logfile import (
@@ -366,6 +367,9 @@ def _finish(source: CloudTrailSource, run: IngestionRun, error: str) -> Ingestio
     if not error:
         updates["last_success_at"] = now
     CloudTrailSource.objects.filter(pk=source.pk).update(**updates)
+    metrics.CLOUDTRAIL_IMPORTS.labels(outcome="error" if error else "ok").inc()
+    if run.records_imported:
+        metrics.CLOUDTRAIL_RECORDS.inc(run.records_imported)
     if error:
         log.warning("CloudTrail import of source %s: %s", source.pk, error)
     return run

@@ -25,6 +25,7 @@ EXEMPT_URL_NAMES = (
     "logout",
     "admin:logout",
     "healthz",
+    "metrics",  # the scraper's bearer token is its credential, not a session
     "audit:public-key",
     "audit:verifier",
 )

@@ -46,9 +46,14 @@ VOLATILE_TABLES = {"django_session"}
 VOLATILE_COLUMNS = {("orgs_user", "last_login")}
 
 
+#: /metrics is walked too, with the scraper's token: its database-read gauges write nothing.
+METRICS_TOKEN = "read-only-walk-metrics-token"
+
+
 @pytest.fixture
 def acme(mock_aws, settings, django_capture_on_commit_callbacks):
     settings.DEBUG = True
+    settings.METRICS_TOKEN = METRICS_TOKEN
     dek_cache.purge_all()
     call_command("seed_demo", stdout=StringIO())
     org = Organization.objects.get(name="Acme Corp")
@@ -172,7 +177,9 @@ def test_every_get_leaves_the_audit_log_the_database_and_aws_unchanged(
         aws_calls.clear()
         try:
             with django_capture_on_commit_callbacks(execute=True):
-                response = client.get(url, REMOTE_ADDR="10.1.2.3")
+                response = client.get(
+                    url, REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}"
+                )
         except Exception as exc:  # noqa: BLE001 — every crash is reported
             failures.append(f"GET {url} [{route.key}]: raised {exc!r}")
             continue
@@ -212,5 +219,6 @@ def test_every_get_leaves_the_audit_log_the_database_and_aws_unchanged(
         "setup:request",
         "setup:staff-detail",
         "review:queue",
+        "metrics",
     ):
         assert name in opened, f"{name} was not opened: {sorted(opened)}"

@@ -137,9 +137,17 @@ ADMIN_FAMILY = rule(
     rep=STAFF_ANSWERS, support=STAFF_ANSWERS, superuser=STAFF_ANSWERS,
 )  # fmt: skip
 
+# /metrics: the scraper's bearer token only, never a session: 401 (or 404 while no token is
+# configured) for every role, staff included.
+SCRAPER_ONLY = rule(
+    anonymous={"401", NOT_FOUND}, member={"401", NOT_FOUND}, other_admin={"401", NOT_FOUND},
+    rep={"401", NOT_FOUND}, support={"401", NOT_FOUND}, superuser={"401", NOT_FOUND},
+)  # fmt: skip
+
 RULES: dict[str, Rule] = {
     # Public: health, sign-in, the audit trust endpoints.
     "healthz": PUBLIC,
+    "metrics": SCRAPER_ONLY,
     "audit:public-key": PUBLIC,
     "audit:verifier": PUBLIC,
     "login": LOGIN_PAGE,

@@ -1,7 +1,8 @@
 """The health monitor (beat): DescribeKey each key in use; revoke, degrade or recover; then
-enforce every deadline."""
+enforce every deadline. Each check's outcome is counted (``byok_health_checks_total``)."""
 
 import logging
+import time
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +30,7 @@ from connections.services._common import (
 )
 from connections.services.expire import enforce_deadlines
 from connections.services.revoke import revoke_after_aws_refusal
+from core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ def check_connection_health(*, connection_id: int) -> str:
     ByokConnection.objects.filter(pk=connection.pk).update(last_checked_at=now, customer_side=seen)
 
     if connection.state not in USABLE_STATES:
+        metrics.HEALTH_CHECKS.labels(outcome="not-usable").inc()
         return connection.state  # revoked: only the customer-side ticks
     if revoking is not None:
         region, cause, detail, key_arn = revoking
@@ -107,9 +110,13 @@ def check_connection_health(*, connection_id: int) -> str:
             cause=cause,
             detail=detail,
             key_arn=key_arn,
+            trigger="monitor",
         )
+        metrics.HEALTH_CHECKS.labels(outcome="revoked").inc()
         return S.REVOKED
-    return _record_transient_or_healthy(connection.pk, transient)
+    state = _record_transient_or_healthy(connection.pk, transient)
+    metrics.HEALTH_CHECKS.labels(outcome="transient" if transient else "healthy").inc()
+    return state
 
 
 @transaction.atomic
@@ -168,6 +175,8 @@ def run_health_monitor(*, now=None) -> dict[str, str]:
             results[str(connection_id)] = check_connection_health(connection_id=connection_id)
         except Exception:  # noqa: BLE001 — one broken connection must not stop the others
             log.exception("Health check of connection %s failed", connection_id)
+            metrics.HEALTH_CHECKS.labels(outcome="error").inc()
             results[str(connection_id)] = "error"
     enforce_deadlines(now=now)
+    metrics.HEALTH_MONITOR_LAST_RUN.set(time.time())
     return results

@@ -1,5 +1,11 @@
 """Revocation: by an org admin (the kill switch), the monitor or an AWS refusal in the data
-plane; it always ends the same way and starts the restore window."""
+plane; it always ends the same way and starts the restore window.
+
+Each one is counted with its duration (``core.metrics``: ``byok_revocations_total``,
+``byok_revocation_duration_seconds``, commit included when the caller holds no transaction).
+"""
+
+import time
 
 from django.db import transaction
 from django.utils import timezone
@@ -27,6 +33,7 @@ from connections.services._common import (
     _lock,
     _set_byok_apps,
 )
+from core import metrics
 from core.tasks import enqueue_on_commit
 from orgs.models import AppInstance
 
@@ -54,9 +61,23 @@ def _revoke_locked(connection: ByokConnection, *, reason: str) -> ByokConnection
     return connection
 
 
-@transaction.atomic
 def revoke_key_access(*, org, actor, reason: str, source_ip: str = "") -> ByokConnection:
     """The org admin's kill switch (the view has checked the typed name and password)."""
+    started = time.perf_counter()
+    try:
+        connection = _revoke_key_access(org=org, actor=actor, reason=reason, source_ip=source_ip)
+    except TransitionNotAllowed:
+        metrics.revocation_done("admin", "refused")
+        raise
+    except Exception:
+        metrics.revocation_done("admin", "error")
+        raise
+    metrics.revocation_done("admin", "revoked", started)
+    return connection
+
+
+@transaction.atomic
+def _revoke_key_access(*, org, actor, reason: str, source_ip: str) -> ByokConnection:
     _forget_sessions(org.pk)  # before the commit too: this process stops using the role now
     connection = _lock(org.pk)
     if connection.state not in REVOCABLE_STATES:
@@ -80,15 +101,40 @@ def revoke_key_access(*, org, actor, reason: str, source_ip: str = "") -> ByokCo
     return connection
 
 
-@transaction.atomic
 def revoke_after_aws_refusal(
-    *, connection_id: int, region: str, cause: str, detail: str, key_arn: str = ""
+    *,
+    connection_id: int,
+    region: str,
+    cause: str,
+    detail: str,
+    key_arn: str = "",
+    trigger: str = "aws-refusal",
 ) -> bool:
     """AWS refused a key (disabled, deleted, access denied): revoke now. Idempotent.
 
     ``key_arn`` names the refused key when known (during a re-encryption a region has two keys
-    in use); otherwise the region's current key is marked.
+    in use); otherwise the region's current key is marked. ``trigger`` names who saw the
+    refusal, for the metrics (``aws-refusal``: the data plane or a job; ``monitor``).
     """
+    started = time.perf_counter()
+    try:
+        revoked = _revoke_after_aws_refusal(
+            connection_id=connection_id, region=region, cause=cause, detail=detail, key_arn=key_arn
+        )
+    except Exception:
+        metrics.revocation_done(trigger, "error")
+        raise
+    if revoked:
+        metrics.revocation_done(trigger, "revoked", started)
+    else:
+        metrics.revocation_done(trigger, "unchanged")
+    return revoked
+
+
+@transaction.atomic
+def _revoke_after_aws_refusal(
+    *, connection_id: int, region: str, cause: str, detail: str, key_arn: str
+) -> bool:
     connection = ByokConnection.objects.select_for_update(no_key=True).get(pk=connection_id)
     status = CAUSE_TO_KEY_STATUS.get(cause, RegionalKey.Status.DISABLED)
     refused = RegionalKey.objects.filter(connection=connection, region=region, retired_at=None)

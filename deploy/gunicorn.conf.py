@@ -9,7 +9,6 @@ request on stdout, with the request ID the portal answered with (``X-Request-ID`
 
 import json
 import os
-import shutil
 from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
@@ -56,12 +55,9 @@ class JsonAccessLogger(Logger):
 logger_class = JsonAccessLogger
 
 
-def on_starting(server):
-    """Prometheus' multiprocess directory starts empty: no figures of a previous run."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
+# PROMETHEUS_MULTIPROC_DIR is shared with the Celery processes: whoever starts the whole set
+# empties it first (scripts/prod_run.py; on a host, the units' ExecStartPre), never gunicorn,
+# whose restart alone would wipe the running workers' figures.
 
 
 def child_exit(server, worker):

@@ -446,6 +446,13 @@ class AccessGuard:
         if not access.usable:
             if before is not None and before[1].usable and access.connection_state == _REVOKED:
                 self._measure_propagation(access, now - before[0])
+            if access.connection_state not in USABLE_STATES:
+                # The org's keys are out: its other apps' "usable" answers are stale too.
+                with self._lock:
+                    for other in [
+                        a for a, (_, acc) in self._seen.items() if acc.org_id == access.org_id
+                    ]:
+                        del self._seen[other]
             self._on_refused(access.org_id)
         elif self._on_checked is not None:
             self._on_checked(access)

@@ -228,6 +228,29 @@ def test_guard_sees_revocation_within_ttl_and_purges_the_org(clock):
     assert purged == [10]
 
 
+def test_a_revoked_org_seen_on_one_app_is_rechecked_on_its_other_apps_at_once(clock):
+    """Seeing the org's revocation through one app drops the "usable" answers of its other
+    apps: their next read asks again (and is refused) instead of unwrapping a key on a stale
+    answer. Another org's answers stay."""
+    answers = {20: access(app_id=20), 21: access(app_id=21), 30: access(org_id=11, app_id=30)}
+    calls = []
+
+    def lookup(app_id):
+        calls.append(app_id)
+        return answers[app_id]
+
+    guard = AccessGuard(lookup=lookup, on_refused=lambda org_id: None, ttl_s=0.5, clock=clock)
+    assert all(guard.check(app_id).usable for app_id in (20, 21, 30))
+    answers[20] = access(app_id=20, usable=False)
+    answers[21] = access(app_id=21, usable=False)
+    clock.advance(0.3)
+    assert not guard.check(20, force=True).usable
+    calls.clear()
+    assert not guard.check(21).usable  # asked again, though its answer was 0.3 s old
+    assert guard.check(30).usable
+    assert calls == [21]
+
+
 def test_guard_force_rechecks_now(clock):
     lookup = Lookup(access())
     guard = AccessGuard(lookup=lookup, on_refused=lambda org_id: None, ttl_s=0.5, clock=clock)

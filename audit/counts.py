@@ -39,6 +39,32 @@ def count_event(*, org_id: int, event_time: datetime, error: bool, key_usage: bo
         cursor.execute(_COUNT_EVENT_SQL, [org_id, hour, int(error), int(key_usage)])
 
 
+# Several events of one hour at once (``audit.bulk``): the same upsert, by the numbers given.
+_COUNT_EVENTS_SQL = (
+    "INSERT INTO audit_eventcount "
+    "(organization_id, hour, total, errors, key_usage, confirmed, unexplained) "
+    "VALUES (%s, %s, %s, %s, %s, 0, 0) ON CONFLICT (organization_id, hour) DO UPDATE SET "
+    "total = audit_eventcount.total + EXCLUDED.total, "
+    "errors = audit_eventcount.errors + EXCLUDED.errors, "
+    "key_usage = audit_eventcount.key_usage + EXCLUDED.key_usage"
+)
+
+
+def count_events(*, org_id: int, events) -> None:
+    """Add ``events`` — ``(event_time, error, key_usage)`` triples — to their hours: one upsert
+    per hour, hours in order. The same counts as :func:`count_event` once per event."""
+    per_hour: dict[datetime, list[int]] = {}
+    for event_time, error, key_usage in events:
+        counted = per_hour.setdefault(hour_of(event_time), [0, 0, 0])
+        counted[0] += 1
+        counted[1] += int(bool(error))
+        counted[2] += int(bool(key_usage))
+    with connection.cursor() as cursor:
+        for hour, (total, errors, key_usage) in sorted(per_hour.items()):
+            adapted = connection.ops.adapt_datetimefield_value(hour)
+            cursor.execute(_COUNT_EVENTS_SQL, [org_id, adapted, total, errors, key_usage])
+
+
 _COUNT_MATCHES_SQL = (
     "INSERT INTO audit_eventcount "
     "(organization_id, hour, total, errors, key_usage, confirmed, unexplained) "

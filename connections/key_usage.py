@@ -13,11 +13,12 @@ event, and KMS's cryptographic operations are read-only events, as CloudTrail cl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
 
+from audit.bulk import append_events
 from audit.models import AuditEvent
 from audit.services import record_event
 from connections import aws
@@ -108,12 +109,23 @@ def recorder_for(org) -> Callable[[aws.KmsCall], None]:
 
 def record_key_usage(*, org, call: aws.KmsCall) -> AuditEvent:
     """Write one key-usage audit event for ``call`` in ``org``'s chain."""
+    return record_event(org=org, **_event_parts(call))
+
+
+def record_key_usages(*, org, calls: Iterable[aws.KmsCall]) -> list[AuditEvent]:
+    """Write the key-usage events of ``calls``, in order, in ``org``'s chain, inside the
+    caller's transaction: the same events as :func:`record_key_usage` once per call, appended
+    in one go (``audit.bulk``)."""
+    return append_events(org=org, events=[_event_parts(call) for call in calls])
+
+
+def _event_parts(call: aws.KmsCall) -> dict:
+    """``record_event``'s arguments (but ``org``) for the key-usage event of ``call``."""
     account = call.account_id
     is_sts = call.service == "sts.amazonaws.com"
     error = call.error
-    return record_event(
+    return dict(
         event_name=call.operation,
-        org=org,
         kind=AuditEvent.Kind.KEY_USAGE,
         user_identity=_caller_identity(call),
         event_source=call.service,

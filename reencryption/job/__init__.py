@@ -17,8 +17,11 @@ any AWS calls, which happen outside transactions. The job row is the checkpoint:
    proportional to DEKs, not records. Batches of ``batch_size`` DEKs, KMS calls in parallel
    (``REENCRYPTION_KMS_CONCURRENCY``).
    **Rotate** (mode ``rotate``, for a suspected DEK compromise): every record is decrypted and
-   re-encrypted through the data plane under the app's current DEK, which the switch made new
-   and which lives under the new keys. Conditional updates (``version`` and ``data_key``
+   re-encrypted under the app's current DEK, which the switch made new and which lives under
+   the new keys. Batches of ``batch_size`` records in id order: their old DEKs are unwrapped by
+   the job (KMS ``Decrypt`` in its threads, those of the next few batches in the same round),
+   the records sealed through the data plane (``encrypt_for``) and written back in one
+   set-based UPDATE per batch whose per-record conditions (``version`` and ``data_key``
    unchanged) let a concurrent app write win.
 3. **Verify**: every DEK is unwrapped from its *new* wrapping in every region (the regions
    must agree) and every record is opened with it (AES-GCM authenticates each one). A DEK or
@@ -50,10 +53,11 @@ A KMS refusal met by the job (key disabled, access denied …) revokes like the 
 
 Every step is an audit event of the org (``StartReencryption`` … ``CompleteReencryption``);
 every AWS call is a key-usage event (``connections.key_usage``), with the encryption context.
-The events of a batch's calls are committed as soon as the calls return, before the
-checkpoint that depends on them (:mod:`reencryption.job.audit`): a worker killed at any later
-point loses no record of a call it made, and a batch redone after a crash records its repeated
-calls too (calls made == events recorded).
+The events of a batch's calls are committed as soon as the calls return, in one transaction
+(appended to the org's chain at once, ``audit.bulk``), before the checkpoint that depends on
+them (:mod:`reencryption.job.audit`): a worker killed at any later point loses no record of a
+call it made, and a batch redone after a crash records its repeated calls too (calls made ==
+events recorded).
 
 Modules: :mod:`~reencryption.job.common` (settings, stop signals, locked state changes),
 :mod:`~reencryption.job.lease`, :mod:`~reencryption.job.audit`, :mod:`~reencryption.job.base`

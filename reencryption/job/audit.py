@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 
 from connections import aws
-from connections.key_usage import record_key_usage
+from connections.key_usage import record_key_usages
 from reencryption.models import ReencryptionJob
 
 
@@ -22,6 +22,8 @@ def record_calls(org, job_id: int, calls: list[aws.KmsCall]) -> None:
     """Write the key-usage events of ``calls`` and add them to the job's KMS call count, in
     one transaction that commits before this returns.
 
+    The events are appended to the org's chain in one go (``audit.bulk``: one lock of the
+    chain head, one INSERT, the hourly counts once per hour), in the order the calls returned.
     Lock order as everywhere: the job row (the counter) before the audit chain head.
     """
     if not calls:
@@ -30,5 +32,4 @@ def record_calls(org, job_id: int, calls: list[aws.KmsCall]) -> None:
     with transaction.atomic(durable=True):  # committed here, never inside a caller's transaction
         if kms:
             ReencryptionJob.objects.filter(pk=job_id).update(kms_calls=F("kms_calls") + kms)
-        for call in calls:
-            record_key_usage(org=org, call=call)
+        record_key_usages(org=org, calls=calls)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -59,6 +61,8 @@ class RunnerBase:
         self._keys_checked_at = float("-inf")
         self._fresh: dict[int, bool] = {}
         self._ciphers: dict[int, DataKeyCipher] = {}
+        # Rotate mode: old DEKs unwrapped by the job, data key id → (expires at, cipher).
+        self._old_ciphers: OrderedDict[int, tuple[float, DataKeyCipher]] = OrderedDict()
         self._pending: dict[int, list[Future]] = {}
         self._retire_attempts = 0
         self._last_commit = time.monotonic()
@@ -70,6 +74,7 @@ class RunnerBase:
         if self._pool is not None:
             self._pool.shutdown(wait=True)  # calls still in flight report before the last write
         self._ciphers.clear()
+        self._old_ciphers.clear()
         self.record_calls()
 
     def _abandon_unwraps(self) -> None:
@@ -147,6 +152,36 @@ class RunnerBase:
     def _org_records(self):
         return AppRecord.objects.filter(app_instance_id__in=self.app_ids)
 
+    def _records_after(self, after: int, *, upto: int | None, limit: int, fields) -> list[tuple]:
+        """The org's first ``limit`` records with ``after < id ≤ upto``, in id order, as
+        ``values_list(*fields)`` rows.
+
+        In two steps, so that no query reads more than ``limit`` records of each app: their
+        ids, app by app along the (app, id) index (merged by the database where it can), then
+        the rows from the first to the ``limit``-th of those ids. (One query over the org's
+        apps reads, and sorts, every record of the range before it takes the first ``limit``:
+        a pass over the org's records per batch.)"""
+        per_app = []
+        for app_id in self.app_ids:
+            query = AppRecord.objects.filter(app_instance_id=app_id, pk__gt=after)
+            if upto is not None:
+                query = query.filter(pk__lte=upto)
+            per_app.append(query.order_by("pk").values_list("pk", flat=True)[:limit])
+        if not per_app:
+            return []
+        if len(per_app) > 1 and connection.features.supports_slicing_ordering_in_compound:
+            ids = list(per_app[0].union(*per_app[1:], all=True).order_by("pk")[:limit])
+        else:
+            ids = sorted(pk for query in per_app for pk in query)[:limit]
+        if not ids:
+            return []
+        return list(
+            self._org_records()
+            .filter(pk__gte=ids[0], pk__lte=ids[-1])  # not from ``after``: other orgs' ids
+            .order_by("pk")
+            .values_list(*fields)[:limit]
+        )
+
     def _new_keys(self, job: ReencryptionJob) -> dict[str, RegionalKey]:
         keys = RegionalKey.objects.in_bulk(list(job.new_keys.values()))
         return {region: keys[pk] for region, pk in job.new_keys.items()}
@@ -167,11 +202,17 @@ class RunnerBase:
             key_arn=getattr(err, "key_arn", ""),
         )
 
-    def _check_connection(self) -> None:
-        """Stop (pausing or failing the job) unless the connection is re-encrypting."""
-        state = ByokConnection.objects.values_list("state", "state_reason").get(
-            pk=self.connection_id
-        )
+    def _check_connection(self, job: ReencryptionJob | None = None) -> None:
+        """Stop (pausing or failing the job) unless the connection is re-encrypting.
+
+        ``job``: the job as just read with its connection (:meth:`_job`), whose state is
+        checked instead of reading it once more."""
+        if job is not None and job.connection_id == self.connection_id:
+            state = (job.connection.state, job.connection.state_reason)
+        else:
+            state = ByokConnection.objects.values_list("state", "state_reason").get(
+                pk=self.connection_id
+            )
         if state[0] == S.REENCRYPTING:
             return
         with transaction.atomic():
@@ -229,10 +270,9 @@ class RunnerBase:
         (a duplicate run's batch is discarded, its results already being in).
 
         The key-usage events of the batch's calls are committed before this transaction
-        starts (:meth:`record_calls`); any call reported since is written in it."""
-        calls, self.calls = self.calls, []
+        starts (:meth:`record_calls`, here too for any call reported since)."""
+        self.record_calls()
         with transaction.atomic():
-            record_calls(self.org, self.job_id, calls)
             job = self._lock_job()
             if job is None or job.state != J.RUNNING or getattr(job, field) != expected:
                 lost = True
@@ -290,20 +330,57 @@ class RunnerBase:
         self._last_commit = time.monotonic()
 
 
-def apply_updates(updates) -> None:
-    """Rotate mode: write re-encrypted records unless the app changed them meanwhile (a
-    conditional UPDATE per record, sent as one ``executemany``: the ORM's per-row ``update``
-    costs more than the re-encryption itself)."""
+#: Records per UPDATE statement where the values travel as a VALUES list (not PostgreSQL):
+#: 5 parameters each, well under SQLite's 32,766.
+VALUES_CHUNK = 1000
+
+# The table name is the model's own, quoted; every value is a bound parameter. The conditions
+# are the per-record ones: written only if the app did not change the record meanwhile.
+_UPDATE_FROM_ARRAYS = (  # PostgreSQL; %b: each array is sent in binary
+    "UPDATE {table} AS r SET ciphertext = v.blob, data_key_id = v.new_dek "
+    "FROM unnest(%b::bigint[], %b::integer[], %b::bigint[], %b::bigint[], %b::bytea[]) "
+    "AS v(id, version, old_dek, new_dek, blob) "
+    "WHERE r.id = v.id AND r.version = v.version AND r.data_key_id = v.old_dek"
+)
+_UPDATE_FROM_VALUES = (  # SQLite ≥ 3.33 (UPDATE … FROM); VALUES columns are column1 …
+    "UPDATE {table} SET ciphertext = v.column5, data_key_id = v.column4 "
+    "FROM (VALUES {rows}) AS v "
+    "WHERE {table}.id = v.column1 AND {table}.version = v.column2 "
+    "AND {table}.data_key_id = v.column3"
+)
+
+
+def apply_updates(updates) -> int:
+    """Rotate mode: write a batch of re-encrypted records ``(pk, version, old dek, new dek,
+    ciphertext)`` in one set-based UPDATE, each record only if its ``version`` and
+    ``data_key`` are still those read (a concurrent app write wins: the record keeps the
+    app's new content, under the app's current DEK). Returns how many records were written.
+
+    On PostgreSQL the batch travels as five arrays in binary (one statement whatever its
+    size; Django's cursor would send them as text literals, which costs more to build and to
+    parse than the update itself), through a psycopg cursor on Django's connection, inside
+    its transaction. Other databases get ``UPDATE … FROM (VALUES …)`` in chunks."""
     if not updates:
-        return
+        return 0
     table = connection.ops.quote_name(AppRecord._meta.db_table)  # the model's, not input
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            # The table name is the model's own, quoted; every value is a bound parameter.
-            f"UPDATE {table} SET ciphertext = %s, data_key_id = %s "  # noqa: S608  # nosec B608
-            "WHERE id = %s AND version = %s AND data_key_id = %s",
-            [
-                (blob, new_dek, pk, version, old_dek)
-                for pk, version, old_dek, new_dek, blob in updates
-            ],
+    if connection.vendor == "postgresql":
+        ids, versions, old_deks, new_deks, blobs = (
+            list(column) for column in zip(*updates, strict=True)
         )
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                _UPDATE_FROM_ARRAYS.format(table=table), [ids, versions, old_deks, new_deks, blobs]
+            )
+            return cursor.rowcount
+    written = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(updates), VALUES_CHUNK):
+            chunk = updates[start : start + VALUES_CHUNK]
+            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(
+                _UPDATE_FROM_VALUES.format(table=table, rows=rows),
+                [value for update in chunk for value in update],
+            )
+            written += cursor.rowcount
+    return written

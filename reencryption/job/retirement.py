@@ -15,6 +15,7 @@ from connections import notifications
 from connections.lifecycle import transition
 from connections.models import DataKey, DataKeyWrapping, RegionalKey
 from dataplane import dek_cache
+from dataplane.models import AppRecord
 from orgs import notices
 from reencryption.job.base import RunnerBase
 from reencryption.job.common import MAX_RETIRE_ATTEMPTS, J, P, S, Stop, job_audit, job_event
@@ -56,13 +57,7 @@ class RetirePhase(RunnerBase):
                         self._org_deks().filter(is_current=True).exclude(pk__in=fresh_ids)
                     )
                     stale_current.update(is_current=False)
-                    straggler = (
-                        self._org_records()
-                        .exclude(data_key_id__in=fresh_ids)
-                        .order_by("pk")
-                        .values_list("pk", flat=True)
-                        .first()
-                    )
+                    straggler = self._first_record_not_under(fresh_ids)
                 if straggler is not None:
                     locked.phase, locked.verify_last_id = P.VERIFY, straggler - 1
                     locked.save(update_fields=["phase", "verify_last_id"])
@@ -73,6 +68,21 @@ class RetirePhase(RunnerBase):
         if outcome == "check":
             self._check_connection()
         return outcome == "again"
+
+    def _first_record_not_under(self, dek_ids: list[int]) -> int | None:
+        """The smallest id of the org's records whose DEK is not one of ``dek_ids``.
+
+        App by app, so that each query walks the (app, id) index in order; one query over the
+        org's apps would walk the whole table (every org's records) in id order instead."""
+        firsts = (
+            AppRecord.objects.filter(app_instance_id=app_id)
+            .exclude(data_key_id__in=dek_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+            for app_id in self.app_ids
+        )
+        return min((pk for pk in firsts if pk is not None), default=None)
 
     def _retire_locked(self, connection, job: ReencryptionJob, new_ids: list[int]) -> None:
         now = timezone.now()

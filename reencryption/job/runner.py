@@ -31,8 +31,8 @@ class Runner(SwitchPhase, VerifyPhase, RetirePhase):
 
     def run(self, max_steps: int | None) -> None:
         steps = 0
+        job = self._job()
         while True:
-            job = self._job()
             try:
                 more = self._step(job)
             except Stop:
@@ -48,11 +48,10 @@ class Runner(SwitchPhase, VerifyPhase, RetirePhase):
             steps += 1
             if not more or (max_steps is not None and steps >= max_steps):
                 return
-            interval = ReencryptionJob.objects.values_list("batch_interval_s", flat=True).get(
-                pk=self.job_id
-            )
-            if interval > 0:
-                time.sleep(interval)
+            job = self._job()  # its pause between batches may have changed meanwhile
+            if job.batch_interval_s > 0:
+                time.sleep(job.batch_interval_s)
+                job = self._job()
 
     def _step(self, job: ReencryptionJob) -> bool:
         if job.state == J.SCHEDULED:
@@ -61,7 +60,7 @@ class Runner(SwitchPhase, VerifyPhase, RetirePhase):
             return self._resume()
         if job.state != J.RUNNING:
             return False
-        self._check_connection()
+        self._check_connection(job)
         handler = {
             P.REWRAP: self._rewrap_batch,
             P.ROTATE: self._rotate_batch,

@@ -8,8 +8,9 @@ from __future__ import annotations
 import hmac
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from connections import aws
 from connections.models import DataKey, DataKeyWrapping
@@ -17,8 +18,11 @@ from dataplane.envelope import DataKeyCipher, DecryptionFailed
 from reencryption.job.base import apply_updates
 from reencryption.job.common import J, JobFailed, P, Stop, done_future, job_audit, job_event
 from reencryption.job.rewrap import RewrapPhase
-from reencryption.job.rotate import RotatePhase
+from reencryption.job.rotate import ROW_FIELDS, RotatePhase
 from reencryption.models import ReencryptionJob, ReencryptionMode
+
+#: Records fetched per round trip while verifying.
+VERIFY_CHUNK = 10_000
 
 
 class VerifyPhase(RewrapPhase, RotatePhase):
@@ -101,13 +105,14 @@ class VerifyPhase(RewrapPhase, RotatePhase):
         self._ciphers.clear()
         self._unwrap_new([(pk, context, blobs[pk]) for pk, context in rows], job)
         try:
-            opened = self._open_records(
-                self._org_records()
-                .filter(data_key_id__in=[pk for pk, _ in rows])
-                .order_by("data_key_id")  # the DEKs in the order their unwraps were started
-                .values_list("pk", "app_instance_id", "data_key_id", "ciphertext")
-                .iterator(chunk_size=5000)
-            )
+            with self._streaming():
+                opened = self._open_records(
+                    self._org_records()
+                    .filter(data_key_id__in=[pk for pk, _ in rows])
+                    .order_by("data_key_id")  # the DEKs in the order their unwraps were started
+                    .values_list("pk", "app_instance_id", "data_key_id", "ciphertext")
+                    .iterator(chunk_size=VERIFY_CHUNK)
+                )
             for pk, _context in rows:  # DEKs without records are verified too
                 self._cipher(pk)
         finally:
@@ -125,17 +130,34 @@ class VerifyPhase(RewrapPhase, RotatePhase):
         )
         return True
 
+    def _streaming(self):
+        """Where records are streamed from: on PostgreSQL, a (read-only) transaction, whose
+        server-side cursor hands rows over as they are read (outside one, the cursor is held
+        past its transaction and computed whole before the first row comes back). SQLite's
+        cursors stream anyway, and a transaction there would hold its write lock."""
+        return transaction.atomic() if connection.vendor == "postgresql" else nullcontext()
+
     def _open_records(self, rows) -> int:
-        """AES-GCM-open every record with the DEK unwrapped from its new wrapping."""
+        """AES-GCM-open every record with the DEK unwrapped from its new wrapping (rows come
+        in runs of one DEK: its cipher is looked up, and bound to the record's org and app,
+        once per run)."""
         org_id, ciphers, cipher_of = self.org_id, self._ciphers, self._cipher
         failed: list[int] = []
         opened = 0
+        run, opener = None, None
         for pk, app_id, dek_id, blob in rows:
-            cipher = ciphers.get(dek_id) or cipher_of(dek_id)
+            if (dek_id, app_id) != run:
+                cipher = ciphers.get(dek_id) or cipher_of(dek_id)
+                run = (dek_id, app_id)
+                opener = (
+                    cipher.record_functions(org_id=org_id, app_instance_id=app_id)[1]
+                    if cipher is not None
+                    else None
+                )
             try:
-                if cipher is None:
+                if opener is None:
                     raise DecryptionFailed("its data key was not verified")
-                cipher.open(bytes(blob), (org_id, app_id, pk))
+                opener(bytes(blob), pk)
             except DecryptionFailed:
                 failed.append(pk)
             opened += 1
@@ -148,20 +170,23 @@ class VerifyPhase(RewrapPhase, RotatePhase):
         return opened
 
     def _verify_rotate(self, job: ReencryptionJob, started: float) -> bool:
-        query = (
-            self._org_records()
-            .filter(pk__gt=job.verify_last_id)
-            .order_by("pk")
-            .values_list("pk", "app_instance_id", "data_key_id", "version", "ciphertext")
+        rows = self._records_after(
+            job.verify_last_id, upto=None, limit=job.batch_size, fields=ROW_FIELDS
         )
-        rows = list(query[: job.batch_size])
         if not rows:
             return self._enter_retire(job)
         stale = [row for row in rows if not self._is_fresh(row[2], job)]
         if stale:  # written during the job under a DEK that is not fresh: rotate them now
+            updates = self._rotate_records(stale, job)  # KMS calls (if any) outside transactions
+            self.record_calls()
             with transaction.atomic():
-                apply_updates(self._rotate_records(stale, job))
-            rows = list(query.filter(pk__lte=rows[-1][0]))
+                apply_updates(updates)
+            rows = list(
+                self._org_records()
+                .filter(pk__gt=job.verify_last_id, pk__lte=rows[-1][0])
+                .order_by("pk")
+                .values_list(*ROW_FIELDS)
+            )
         unverified = sorted({row[2] for row in rows} - set(self._ciphers) - set(self._pending))
         if unverified:
             contexts = dict(

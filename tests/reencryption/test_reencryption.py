@@ -4,7 +4,6 @@ online, resumable, paused by the kill switch (moto in-process, eager Celery)."""
 from __future__ import annotations
 
 import datetime
-from types import SimpleNamespace
 
 import pytest
 from django.core import mail
@@ -18,13 +17,11 @@ from connections import services as revocation
 from connections.lifecycle import TransitionNotAllowed, transition
 from connections.models import (
     ByokConnection,
-    ConnectionState,
     DataKey,
     DataKeyWrapping,
     RegionalKey,
 )
 from dataplane import dek_cache
-from dataplane import records as dataplane
 from dataplane.models import AppRecord
 from dataplane.records import AppSuspended, read_record, store_record
 from orgs.models import AppInstance
@@ -36,121 +33,27 @@ from reencryption.job import lease as job_lease
 from reencryption.job import runner as job_runner
 from reencryption.models import ReencryptionJob, ReencryptionPreflight, ReencryptionRequest
 from setup.models import PreflightRun
-from setup.onboarding import KEY_ALIAS, REPLACEMENT_KEY_ALIAS
+from setup.onboarding import REPLACEMENT_KEY_ALIAS
 from tests.customer_aws import CUSTOMER_ACCOUNT
 from tests.factories import (
-    AppInstanceFactory,
     OrganizationFactory,
-    SiteFactory,
     org_admin,
     org_member,
     staff_user,
 )
+from tests.reencryption.support import (
+    REGIONS,
+    J,
+    S,
+    all_readable,
+    approved_job,
+    claimed_with_preflight,
+    old_and_new,
+    step,
+)
 from tests.support import login_staff, login_verified
 
 pytestmark = pytest.mark.django_db
-S = ConnectionState
-J = ReencryptionJob.State
-REGIONS = ("us-east-1", "us-west-2")
-
-
-# --- Fixtures and helpers ------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    dek_cache.purge_all()
-    dataplane.forget_health_throttle()
-    yield
-    dek_cache.purge_all()
-
-
-@pytest.fixture
-def byok(customer_aws):
-    """An active org in the USA location (two regions) with two BYOK apps and real moto keys."""
-    org = OrganizationFactory(name="Acme Re")
-    admin = org_admin(org)
-    connection = ByokConnection.objects.create(
-        organization=org, aws_account_id=CUSTOMER_ACCOUNT, location="us", state=S.ACTIVE
-    )
-    arns = customer_aws.set_up(REGIONS, external_id=connection.external_id)
-    for region, arn in arns.items():
-        RegionalKey.objects.create(
-            connection=connection, region=region, key_arn=arn, alias=KEY_ALIAS, status="enabled"
-        )
-    site = SiteFactory(organization=org, name="acme-re")
-    apps = [
-        AppInstanceFactory(site=site, app=app, encryption="byok", status="active")
-        for app in ("jira", "confluence")
-    ]
-    return SimpleNamespace(
-        org=org, admin=admin, connection=connection, arns=arns, apps=apps, aws=customer_aws
-    )
-
-
-@pytest.fixture
-def rep():
-    return staff_user(ACCOUNT_REPS)
-
-
-@pytest.fixture
-def new_keys(byok):
-    """The customer deployed the replacement-keys template: a new key per region, -next alias."""
-    return {r: byok.aws.create_key(r, alias=REPLACEMENT_KEY_ALIAS) for r in REGIONS}
-
-
-def new_data_key(app) -> None:
-    """The next write of ``app`` creates a new DEK (as the daily rotation would)."""
-    DataKey.objects.filter(app_instance=app, is_current=True).update(is_current=False)
-    dek_cache.purge_all()
-
-
-@pytest.fixture
-def records(byok) -> dict[int, tuple[AppInstance, bytes]]:
-    """Three DEKs per app, two records under each: record id → (app, plaintext)."""
-    out = {}
-    for app in byok.apps:
-        for d in range(3):
-            if d:
-                new_data_key(app)
-            for i in range(2):
-                text = f"{app.app} secret {d}-{i}".encode()
-                out[store_record(app_instance=app, kind="issue", plaintext=text).pk] = (app, text)
-    dek_cache.purge_all()
-    return out
-
-
-def all_readable(records) -> bool:
-    dek_cache.purge_all()  # a cold process: every DEK is unwrapped from the stored wrappings
-    return all(read_record(app_instance=a, record_id=pk) == t for pk, (a, t) in records.items())
-
-
-def claimed_with_preflight(byok, rep, capture, **request_kwargs) -> ReencryptionRequest:
-    req = reencryption.request_reencryption(org=byok.org, actor=byok.admin, **request_kwargs)
-    reencryption.claim_reencryption_request(request_id=req.pk, rep=rep)
-    with capture(execute=True):
-        reencryption.start_reencryption_preflight(request_id=req.pk, actor=rep)
-    return ReencryptionRequest.objects.get(pk=req.pk)
-
-
-def approved_job(byok, rep, capture, *, run=False, **kwargs) -> ReencryptionJob:
-    """Request, claim, preflight and approve; the job runs (eager Celery) only if ``run``."""
-    approve = {k: kwargs.pop(k) for k in ("batch_size", "batch_interval_s") if k in kwargs}
-    req = claimed_with_preflight(byok, rep, capture, **kwargs)
-    assert req.preflights.get().status == "passed", req.preflights.get().checks
-    with capture(execute=run):
-        reencryption.approve_reencryption_request(request_id=req.pk, rep=rep, **approve)
-    return ReencryptionJob.objects.get(request=req)
-
-
-def step(job, n=1) -> ReencryptionJob:
-    reencryption_job.run_job(job_id=job.pk, max_steps=n)
-    return ReencryptionJob.objects.get(pk=job.pk)
-
-
-def old_and_new(byok):
-    keys = RegionalKey.objects.filter(connection=byok.connection)
-    return keys.filter(is_current=False), keys.filter(is_current=True)
 
 
 # --- The state machine ---------------------------------------------------------------------

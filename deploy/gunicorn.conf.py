@@ -3,7 +3,8 @@
 Everything an operator tunes comes from the environment: ``PORT`` / ``GUNICORN_BIND``,
 ``WEB_CONCURRENCY`` (worker processes), ``GUNICORN_THREADS`` (threads per worker: gthread
 when > 1), ``GUNICORN_TIMEOUT`` and ``GUNICORN_GRACEFUL_TIMEOUT`` (seconds a worker has to
-finish its requests on HUP/TERM before it is killed). The access log is one JSON object per
+finish its requests on HUP/TERM before it is killed). HUP restarts the workers gracefully;
+USR2 then QUIT to the old master deploys new code. The access log is one JSON object per
 request on stdout, with the request ID the portal answered with (``X-Request-ID``).
 """
 
@@ -20,8 +21,10 @@ worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
-# No preload: a HUP starts new workers that import the code afresh (a graceful deploy).
-preload_app = False
+# The master loads the app once and forks ready workers: a HUP (graceful restart: new workers,
+# old ones finish their requests) serves on at once instead of stalling while each new worker
+# imports Django. New *code* is deployed with USR2 (a new master), then QUIT to the old one.
+preload_app = True
 accesslog = "-"
 errorlog = "-"
 # The TLS proxy in front is the only client; its address is trusted for X-Forwarded-*.

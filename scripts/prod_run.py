@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,7 +208,13 @@ def seed_demo(env: dict[str, str]) -> None:
 
 def start_processes(launch: Launch, env: dict[str, str], children: list[Child]) -> Child:
     """Beat, the workers and the web, each from the Procfile (scripts/proc.py); returns the
-    web's child (gunicorn's master: ``proc.py`` execs it, so the pid is the master's)."""
+    web's child (gunicorn's master: ``proc.py`` execs it, so the pid is the master's).
+
+    The Prometheus directory they share is emptied first, while none of them runs: no figures
+    of a previous run, and no process writing into files another one deleted."""
+    metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     proc = [sys.executable, str(ROOT / "scripts" / "proc.py")]
     children.append(Child("beat", [*proc, "beat"], env, launch.logfile("beat")))
     for index in range(1, int(env.get("CELERY_WORKERS", "1")) + 1):

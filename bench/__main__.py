@@ -7,6 +7,7 @@ The last line on stdout is always one JSON object: a benchmark's own dict for ``
 
 import importlib
 import json
+import os
 import pkgutil
 import sys
 import time
@@ -27,12 +28,15 @@ def run_one(name: str) -> dict:
     run = getattr(module, "run", None)
     if not callable(run):
         raise SystemExit(f"bench.{name} has no run() function")
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     result = run()
     if not isinstance(result, dict):
         raise SystemExit(f"bench.{name}.run() returned {type(result).__name__}, not dict")
     result.setdefault("benchmark", name)
     result.setdefault("wall_s", round(time.perf_counter() - started, 3))
+    # Every figure moves with the machine's load: each line says what it was (1, 5, 15 min).
+    result.setdefault("load_avg_before", [round(x, 2) for x in load_before])
+    result.setdefault("load_avg_after", [round(x, 2) for x in os.getloadavg()])
     return result
 
 

@@ -30,6 +30,7 @@ def end_of_hour(moment: datetime) -> datetime:
     """The last instant of ``moment``'s hour: a range ending there holds its hour whole."""
     return hour_of(moment) + HOUR - _TICK
 
+
 #: AuditFilters field → EventVolume column.
 FILTER_COLUMNS = {
     "event_name": "event_name",

@@ -21,25 +21,7 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-# The table is EventCount's (audit_eventcount): one upsert per event, under the chain lock.
-_COUNT_EVENT_SQL = (
-    "INSERT INTO audit_eventcount "
-    "(organization_id, hour, total, errors, key_usage, confirmed, unexplained) "
-    "VALUES (%s, %s, 1, %s, %s, 0, 0) ON CONFLICT (organization_id, hour) DO UPDATE SET "
-    "total = audit_eventcount.total + 1, "
-    "errors = audit_eventcount.errors + EXCLUDED.errors, "
-    "key_usage = audit_eventcount.key_usage + EXCLUDED.key_usage"
-)
-
-
-def count_event(*, org_id: int, event_time: datetime, error: bool, key_usage: bool) -> None:
-    """Add one event to its hour: one upsert (PostgreSQL and SQLite alike)."""
-    hour = connection.ops.adapt_datetimefield_value(hour_of(event_time))
-    with connection.cursor() as cursor:
-        cursor.execute(_COUNT_EVENT_SQL, [org_id, hour, int(error), int(key_usage)])
-
-
-# Several events of one hour at once (``audit.bulk``): the same upsert, by the numbers given.
+# The table is EventCount's (audit_eventcount): one upsert per hour, under the chain lock.
 _COUNT_EVENTS_SQL = (
     "INSERT INTO audit_eventcount "
     "(organization_id, hour, total, errors, key_usage, confirmed, unexplained) "
@@ -52,7 +34,7 @@ _COUNT_EVENTS_SQL = (
 
 def count_events(*, org_id: int, events) -> None:
     """Add ``events`` — ``(event_time, error, key_usage)`` triples — to their hours: one upsert
-    per hour, hours in order. The same counts as :func:`count_event` once per event."""
+    per hour, hours in order (PostgreSQL and SQLite alike)."""
     per_hour: dict[datetime, list[int]] = {}
     for event_time, error, key_usage in events:
         counted = per_hour.setdefault(hour_of(event_time), [0, 0, 0])

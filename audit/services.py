@@ -1,14 +1,25 @@
-"""``record_event``: the one way anything in the portal writes an audit event."""
+"""``record_event`` and ``append_events``: the one way anything in the portal writes audit
+events.
+
+``append_events`` appends events to one chain with one lock of the chain head, one INSERT,
+one move of the head and one count upsert per hour (and per row of the volume rollup), inside
+the caller's transaction; a writer with hundreds of events in hand (the re-encryption job
+records every KMS call of a batch before its checkpoint) passes them all at once.
+``record_event`` is the same for one event. Either way: consecutive sequence numbers, each
+link's ``prev_hash`` the previous link's hash (``audit.chain``), the hourly counts
+(``audit.counts``, ``audit.volume``) and a ``post_save`` signal per event (the webhook outbox).
+"""
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from django.db import transaction
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from audit.canonical import NotCanonicalizable
 from audit.chain import CURRENT_HASH_FORMAT, chain_name_for, link_hash_of_bytes, record_bytes
-from audit.counts import count_event
+from audit.counts import count_events
 
 # Chain verification lives with the digests (it honours retention bases and signed heads).
 from audit.digests import verify_all_chains, verify_chain  # noqa: F401, I001
@@ -49,10 +60,13 @@ def principal_of(identity: dict) -> str:
     )
 
 
-def record_event(
+#: Rows per INSERT statement (PostgreSQL takes at most 65,535 parameters per statement).
+INSERT_BATCH = 1000
+
+
+def build_record(
     *,
     event_name: str,
-    org=None,
     kind: str = AuditEvent.Kind.PORTAL,
     actor=None,
     user_identity: dict | None = None,
@@ -75,14 +89,14 @@ def record_event(
     record: dict | None = None,
     imported_from: str = "",
 ) -> AuditEvent:
-    """Append one event to its organization's chain, inside the caller's transaction.
+    """One event described by its parts (the keywords of ``record_event``), not yet linked
+    into a chain (no organization, chain, sequence or hashes) and not saved.
 
     Callers describe what happened; never pass plaintext, ciphertext or key bytes. An already
     complete CloudTrail ``record`` (ingestion) may be passed instead of the parts.
     """
     if record is None:
         identity = user_identity or user_identity_for(actor)
-        resources = list(resources)
         event_time = event_time or timezone.now()
         record = {
             "eventVersion": EVENT_VERSION,
@@ -98,7 +112,7 @@ def record_event(
             "requestID": request_id or current_request_id() or str(uuid.uuid4()),
             "eventID": event_id or str(uuid.uuid4()),
             "readOnly": read_only,
-            "resources": resources,
+            "resources": list(resources),
             "eventType": event_type,
             "managementEvent": event_category == "Management",
             "recipientAccountId": recipient_account_id,
@@ -109,11 +123,6 @@ def record_event(
             record["errorMessage"] = error_message
     else:
         event_time = event_time or parse_event_time(record.get("eventTime"))
-    try:
-        # Refused before the chain is touched: a link must re-hash from what the store gives back.
-        body = record_bytes(record, hash_format=CURRENT_HASH_FORMAT)
-    except NotCanonicalizable as exc:
-        raise UnstorableRecord(f"The audit record cannot be stored faithfully: {exc}.") from exc
     identity = record.get("userIdentity") or {}
     key_arn = next(
         (
@@ -123,44 +132,93 @@ def record_event(
         ),
         "",
     )
+    return AuditEvent(
+        hash_format=CURRENT_HASH_FORMAT,
+        kind=kind,
+        event_id=record["eventID"],
+        event_time=event_time,
+        event_source=record.get("eventSource", "")[:100],
+        event_name=record.get("eventName", "")[:100],
+        principal=principal_of(identity)[:300],
+        key_arn=key_arn[:300],
+        aws_region=(record.get("awsRegion") or "")[:30],
+        error_code=(record.get("errorCode") or "")[:100],
+        request_id=(record.get("requestID") or "")[:100],
+        record=record,
+        imported_from=imported_from[:1100],
+    )
+
+
+def append_events(*, org, events: Iterable[Mapping]) -> list[AuditEvent]:
+    """Append ``events`` (each the keyword arguments of ``record_event`` but ``org``) to
+    ``org``'s chain (the vendor chain for ``None``), in order, inside the caller's
+    transaction; returns the saved events.
+
+    Every record is checked before the chain is touched: one that cannot be stored faithfully
+    raises :class:`UnstorableRecord` and nothing is written.
+    """
+    pending = []
+    for parts in events:
+        event = build_record(**parts)
+        try:
+            body = record_bytes(event.record, hash_format=CURRENT_HASH_FORMAT)
+        except NotCanonicalizable as exc:
+            raise UnstorableRecord(f"The audit record cannot be stored faithfully: {exc}.") from exc
+        pending.append((event, body))
+    if not pending:
+        return []
     chain = chain_name_for(org.pk if org is not None else None)
     with transaction.atomic():
         head, _ = ChainHead.objects.select_for_update(no_key=True).get_or_create(chain=chain)
         # get_or_create may have inserted without the lock on a brand-new chain; lock it now.
         head = ChainHead.objects.select_for_update(no_key=True).get(pk=head.pk)
-        sequence = head.sequence + 1
-        digest = link_hash_of_bytes(
-            chain=chain, sequence=sequence, prev_hash=head.head_hash, body=body
-        )
-        event = AuditEvent.objects.create(
-            organization=org,
-            chain=chain,
-            sequence=sequence,
-            prev_hash=head.head_hash,
-            hash=digest,
-            hash_format=CURRENT_HASH_FORMAT,
-            kind=kind,
-            event_id=record["eventID"],
-            event_time=event_time,
-            event_source=record.get("eventSource", "")[:100],
-            event_name=record.get("eventName", "")[:100],
-            principal=principal_of(identity)[:300],
-            key_arn=key_arn[:300],
-            aws_region=(record.get("awsRegion") or "")[:30],
-            error_code=(record.get("errorCode") or "")[:100],
-            request_id=(record.get("requestID") or "")[:100],
-            record=record,
-            imported_from=imported_from[:1100],
-        )
-        ChainHead.objects.filter(pk=head.pk).update(sequence=sequence, head_hash=digest)
-        if org is not None:
-            count_event(
-                org_id=org.pk,
-                event_time=event_time,
-                error=bool(record.get("errorCode")),
-                key_usage=kind == AuditEvent.Kind.KEY_USAGE,
+        sequence, prev_hash = head.sequence, head.head_hash
+        for event, body in pending:
+            sequence += 1
+            event.organization = org
+            event.chain = chain
+            event.sequence = sequence
+            event.prev_hash = prev_hash
+            event.hash = prev_hash = link_hash_of_bytes(
+                chain=chain, sequence=sequence, prev_hash=prev_hash, body=body
             )
-            count_volume(org_id=org.pk, events=[event])
+        saved = [event for event, _body in pending]
+        using = AuditEvent.objects.db
+        for event in saved:
+            pre_save.send(
+                sender=AuditEvent, instance=event, raw=False, using=using, update_fields=None
+            )
+        saved = AuditEvent.objects.bulk_create(saved, batch_size=INSERT_BATCH)
+        ChainHead.objects.filter(pk=head.pk).update(sequence=sequence, head_hash=prev_hash)
+        if org is not None:
+            count_events(
+                org_id=org.pk,
+                events=(
+                    (
+                        e.event_time,
+                        bool(e.record.get("errorCode")),
+                        e.kind == AuditEvent.Kind.KEY_USAGE,
+                    )
+                    for e in saved
+                ),
+            )
+            count_volume(org_id=org.pk, events=saved)
+        for event in saved:  # as Model.save would: the webhook outbox writes its deliveries
+            post_save.send(
+                sender=AuditEvent,
+                instance=event,
+                created=True,
+                update_fields=None,
+                raw=False,
+                using=using,
+            )
+    return saved
+
+
+def record_event(*, event_name: str, org=None, **parts) -> AuditEvent:
+    """Append one event to its organization's chain (the vendor chain for ``org=None``),
+    inside the caller's transaction; ``parts`` are :func:`build_record`'s keywords."""
+    [event] = append_events(org=org, events=[{"event_name": event_name, **parts}])
     return event
 
 

@@ -65,13 +65,11 @@ def _totp_key(user) -> str:
 
 
 def _byok_org(index: int, password: str) -> dict:
-    from django.conf import settings
     from django.db import transaction
     from django.utils import timezone
 
-    from connections.models import ByokConnection, ConnectionState, RegionalKey
     from dataplane.records import store_record
-    from demo import customer_side
+    from demo.acme import connect_active_keys
     from orgs.models import AppInstance, Membership, Organization, Site
     from setup.models import SetupRequest
 
@@ -88,31 +86,10 @@ def _byok_org(index: int, password: str) -> dict:
         Membership.objects.create(user=admin, organization=org, role=Membership.Role.ADMIN)
         member = _user(f"member@bench-{index:02d}.example", f"Member {index:02d}", password)
         Membership.objects.create(user=member, organization=org, role=Membership.Role.MEMBER)
-        connection = ByokConnection.objects.create(
-            organization=org,
-            aws_account_id=account,
-            location=location,
-            role_name=settings.BYOK_ROLE_NAME,
-            state=ConnectionState.ACTIVE,
-            state_reason="Provisioned (bench).",
-            state_changed_at=timezone.now(),
-        )
-    key_arns = customer_side.create_customer_side(
-        account_id=account,
-        location_code=location,
-        external_id=connection.external_id,
-        vendor_principal_arn=settings.VENDOR_PRINCIPAL_ARN,
+    _connection, key_arns = connect_active_keys(
+        org=org, account_id=account, location=location, provisioned_by="bench"
     )
     with transaction.atomic():
-        for region, arn in key_arns.items():
-            RegionalKey.objects.create(
-                connection=connection,
-                region=region,
-                key_arn=arn,
-                alias="alias/byok-key-management",
-                status=RegionalKey.Status.ENABLED,
-                last_checked_at=timezone.now(),
-            )
         site = Site.objects.create(organization=org, name=f"bench-{index:02d}-secure")
         instances = [
             AppInstance.objects.create(
@@ -193,20 +170,13 @@ _PORTAL = ["SignIn", "ViewByokStatus", "ExportAuditEvents", "RequestReadCheck", 
 
 def _history(org, info: dict, events: int, admin) -> None:
     """``events`` audit events over the last ``HISTORY_DAYS`` days, oldest first, appended
-    to the org's chain in batches (``audit.bulk.append_events``: the same links and rollups
+    to the org's chain in batches (``audit.services.append_events``: the same links and rollups
     ``record_event`` writes one by one)."""
     from django.db import transaction
     from django.utils import timezone
 
     from audit.models import AuditEvent
-
-    try:
-        from audit.bulk import append_events
-    except ImportError:  # an older tree: one event at a time
-        from audit.services import record_event
-
-        def append_events(*, org, events):
-            return [record_event(org=org, **parts) for parts in events]
+    from audit.services import append_events
 
     rng = random.Random(org.pk)
     now = timezone.now()

@@ -77,32 +77,13 @@ class DatabaseCollector:
 
     @staticmethod
     def _connections():
-        family = GaugeMetricFamily(
-            "byok_connections", "BYOK connections by state.", labels=["state"]
-        )
-        counts = dict(
-            ByokConnection.objects.order_by()
-            .values_list("state")
-            .annotate(n=Count("pk"))
-            .values_list("state", "n")
-        )
-        for state in ByokConnection._meta.get_field("state").choices:
-            family.add_metric([state[0]], counts.get(state[0], 0))
-        return family
+        return _rows_by_state(ByokConnection, "byok_connections", "BYOK connections by state.")
 
     @staticmethod
     def _reencryption(now: datetime):
-        jobs = GaugeMetricFamily(
-            "byok_reencryption_jobs", "Re-encryption jobs by state.", labels=["state"]
+        jobs = _rows_by_state(
+            ReencryptionJob, "byok_reencryption_jobs", "Re-encryption jobs by state."
         )
-        counts = dict(
-            ReencryptionJob.objects.order_by()
-            .values_list("state")
-            .annotate(n=Count("pk"))
-            .values_list("state", "n")
-        )
-        for state, _label in ReencryptionJob.State.choices:
-            jobs.add_metric([state], counts.get(state, 0))
         yield jobs
         labels = ["job", "mode", "state", "phase"]
         done = GaugeMetricFamily(
@@ -232,3 +213,13 @@ def metrics_view(request):
     # The classic text format (0.0.4): every Prometheus version reads it; our names need no
     # escaping, so it is byte for byte what the 1.0.0 format would be.
     return HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+def _rows_by_state(model, name: str, documentation: str) -> GaugeMetricFamily:
+    """A gauge of ``model``'s rows per value of its ``state`` field (every choice, 0 included)."""
+    family = GaugeMetricFamily(name, documentation, labels=["state"])
+    rows = model.objects.order_by().values_list("state").annotate(n=Count("pk"))
+    counts = dict(rows.values_list("state", "n"))
+    for state, _label in model._meta.get_field("state").choices:
+        family.add_metric([state], counts.get(state, 0))
+    return family

@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from django.db import transaction
 
-from audit.bulk import append_events
 from audit.models import AuditEvent
-from audit.services import record_event
+from audit.services import append_events, record_event
 from connections import aws
 
 #: The session name ``connections.aws.assume_customer_role`` uses unless told otherwise.
@@ -115,7 +114,7 @@ def record_key_usage(*, org, call: aws.KmsCall) -> AuditEvent:
 def record_key_usages(*, org, calls: Iterable[aws.KmsCall]) -> list[AuditEvent]:
     """Write the key-usage events of ``calls``, in order, in ``org``'s chain, inside the
     caller's transaction: the same events as :func:`record_key_usage` once per call, appended
-    in one go (``audit.bulk``)."""
+    in one go (``audit.services.append_events``)."""
     return append_events(org=org, events=[_event_parts(call) for call in calls])
 
 

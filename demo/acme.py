@@ -77,28 +77,22 @@ def _forget_acme_byok(org: Organization) -> None:
     ByokConnection.objects.filter(organization=org).delete()
 
 
-def seed_demo_byok() -> str:
-    if not aws_available():
-        return "Acme's BYOK site: skipped (no AWS_ENDPOINT_URL: start the moto server first)."
-    org = Organization.objects.get(name="Acme Corp")
-    connection = ByokConnection.objects.filter(organization=org).first()
-    seeded = AppRecord.objects.filter(app_instance__site__name=ACME_SITE).exists()
-    if connection is not None and seeded and _keys_still_exist(connection):
-        return f"Acme's BYOK site {ACME_SITE}: already set up."
-    with transaction.atomic():
-        _forget_acme_byok(org)
-        connection = ByokConnection.objects.create(
-            organization=org,
-            aws_account_id=ACME_AWS_ACCOUNT,
-            location=ACME_LOCATION,
-            role_name=settings.BYOK_ROLE_NAME,
-            state=ConnectionState.ACTIVE,
-            state_reason="Provisioned (demo).",
-            state_changed_at=timezone.now(),
-        )
+def connect_active_keys(*, org, account_id: str, location: str, provisioned_by: str):
+    """An active BYOK connection for ``org`` and its keys in the customer's (simulated) AWS
+    account, what setup would leave behind (for the demo and the benchmarks):
+    ``(connection, {region: key ARN})``."""
+    connection = ByokConnection.objects.create(
+        organization=org,
+        aws_account_id=account_id,
+        location=location,
+        role_name=settings.BYOK_ROLE_NAME,
+        state=ConnectionState.ACTIVE,
+        state_reason=f"Provisioned ({provisioned_by}).",
+        state_changed_at=timezone.now(),
+    )
     key_arns = customer_side.create_customer_side(
-        account_id=ACME_AWS_ACCOUNT,
-        location_code=ACME_LOCATION,
+        account_id=account_id,
+        location_code=location,
         external_id=connection.external_id,
         vendor_principal_arn=settings.VENDOR_PRINCIPAL_ARN,
     )
@@ -112,6 +106,23 @@ def seed_demo_byok() -> str:
                 status=RegionalKey.Status.ENABLED,
                 last_checked_at=timezone.now(),
             )
+    return connection, key_arns
+
+
+def seed_demo_byok() -> str:
+    if not aws_available():
+        return "Acme's BYOK site: skipped (no AWS_ENDPOINT_URL: start the moto server first)."
+    org = Organization.objects.get(name="Acme Corp")
+    connection = ByokConnection.objects.filter(organization=org).first()
+    seeded = AppRecord.objects.filter(app_instance__site__name=ACME_SITE).exists()
+    if connection is not None and seeded and _keys_still_exist(connection):
+        return f"Acme's BYOK site {ACME_SITE}: already set up."
+    with transaction.atomic():
+        _forget_acme_byok(org)
+    connection, key_arns = connect_active_keys(
+        org=org, account_id=ACME_AWS_ACCOUNT, location=ACME_LOCATION, provisioned_by="demo"
+    )
+    with transaction.atomic():
         site = Site.objects.create(organization=org, name=ACME_SITE)
         apps = {
             app: AppInstance.objects.create(

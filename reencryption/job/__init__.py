@@ -54,10 +54,10 @@ A KMS refusal met by the job (key disabled, access denied …) revokes like the 
 Every step is an audit event of the org (``StartReencryption`` … ``CompleteReencryption``);
 every AWS call is a key-usage event (``connections.key_usage``), with the encryption context.
 The events of a batch's calls are committed as soon as the calls return, in one transaction
-(appended to the org's chain at once, ``audit.bulk``), before the checkpoint that depends on
-them (:mod:`reencryption.job.audit`): a worker killed at any later point loses no record of a
-call it made, and a batch redone after a crash records its repeated calls too (calls made ==
-events recorded).
+(appended to the org's chain at once, ``audit.services.append_events``), before the
+checkpoint that depends on them (:mod:`reencryption.job.audit`): a worker killed at any later
+point loses no record of a call it made, and a batch redone after a crash records its
+repeated calls too (calls made == events recorded).
 
 Modules: :mod:`~reencryption.job.common` (settings, stop signals, locked state changes),
 :mod:`~reencryption.job.lease`, :mod:`~reencryption.job.audit`, :mod:`~reencryption.job.base`

@@ -22,8 +22,9 @@ def record_calls(org, job_id: int, calls: list[aws.KmsCall]) -> None:
     """Write the key-usage events of ``calls`` and add them to the job's KMS call count, in
     one transaction that commits before this returns.
 
-    The events are appended to the org's chain in one go (``audit.bulk``: one lock of the
-    chain head, one INSERT, the hourly counts once per hour), in the order the calls returned.
+    The events are appended to the org's chain in one go (``audit.services.append_events``:
+    one lock of the chain head, one INSERT, the hourly counts once per hour), in the order the
+    calls returned.
     Lock order as everywhere: the job row (the counter) before the audit chain head.
     """
     if not calls:

@@ -1,20 +1,19 @@
-"""Appending many events at once (``audit.bulk``, the re-encryption job's key-usage events):
-the same links, records, hourly counts and signals as one ``record_event`` per event."""
+"""Appending many events at once (``audit.services.append_events``, the re-encryption job's
+key-usage events): the same links, records, hourly counts and signals as one ``record_event``
+per event."""
 
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db.models import Count, Q
-from django.db.models.functions import TruncHour
 from django.db.models.signals import post_save
 from freezegun import freeze_time
 
 from audit import digests, verify
-from audit.bulk import append_events
 from audit.models import AuditEvent, ChainHead, EventCount, EventVolume
-from audit.services import UnstorableRecord, record_event, verify_chain
+from audit.services import UnstorableRecord, append_events, record_event, verify_chain
+from tests.audit.test_counts import _kept_counts, _live_counts
 from tests.factories import OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -81,27 +80,6 @@ def _columns(event: AuditEvent) -> tuple:
         event.hash_format,
         event.record,
     )
-
-
-def _live_counts(org) -> dict:
-    rows = (
-        AuditEvent.objects.filter(organization=org)
-        .annotate(hour=TruncHour("event_time", tzinfo=UTC))
-        .values("hour")
-        .annotate(
-            total=Count("*"),
-            errors=Count("id", filter=~Q(error_code="")),
-            key_usage=Count("id", filter=Q(kind=AuditEvent.Kind.KEY_USAGE)),
-        )
-    )
-    return {r["hour"]: (r["total"], r["errors"], r["key_usage"]) for r in rows}
-
-
-def _kept_counts(org) -> dict:
-    return {
-        c.hour: (c.total, c.errors, c.key_usage)
-        for c in EventCount.objects.filter(organization=org)
-    }
 
 
 def _volume(org) -> set:

@@ -69,3 +69,11 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def when_ready(server):
+    """In the master, after the app is loaded and before the first fork: every worker (also
+    those a HUP starts) begins with its imports done and its templates compiled."""
+    from byokportal.warmup import warm_up
+
+    warm_up()

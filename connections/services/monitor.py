@@ -30,6 +30,7 @@ from connections.services._common import (
 )
 from connections.services.expire import enforce_deadlines
 from connections.services.revoke import revoke_after_aws_refusal
+from connections.services.scope_restore import enforce_scope_deadlines
 from core import metrics
 
 log = logging.getLogger(__name__)
@@ -178,5 +179,6 @@ def run_health_monitor(*, now=None) -> dict[str, str]:
             metrics.HEALTH_CHECKS.labels(outcome="error").inc()
             results[str(connection_id)] = "error"
     enforce_deadlines(now=now)
+    enforce_scope_deadlines(now=now)
     metrics.HEALTH_MONITOR_LAST_RUN.set(time.time())
     return results

@@ -21,7 +21,11 @@ from django.utils import timezone
 from connections import aws
 from connections.key_usage import recorder_for
 from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
-from connections.services import revoke_after_aws_refusal
+from connections.services import (
+    Scope,
+    revoke_after_aws_refusal,
+    revoke_scope_after_customer_denial,
+)
 from core.locations import get_location
 from dataplane.dek_cache import CACHE, GUARD, AppAccess, CachedKey
 from dataplane.envelope import DataKeyCipher, DecryptionFailed
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: ``DescribeKey`` states other than Enabled, and the named cause each one means.
 _REVOKED_KEY_STATE_ERRORS = {"Disabled": aws.KeyDisabled}
+#: KMS operations that carry the app's encryption context (a key policy may deny one context).
+_CONTEXT_OPERATIONS = frozenset({"Decrypt", "Encrypt", "GenerateDataKey", "ReEncrypt"})
 
 _STRIPES = [threading.Lock() for _ in range(64)]
 
@@ -129,7 +135,11 @@ def _require_enabled(session: aws.CustomerSession, region: str, key_arn: str) ->
 
 
 def _refused_by_aws(access: AppAccess, err: aws.AwsError, region: str) -> AppSuspended:
-    """A revoking AWS error: purge, revoke the connection now, and say so."""
+    """A revoking AWS error: purge, revoke the connection now, and say so. An access denial
+    of a call carrying the app's encryption context (the key itself was described fine) is a
+    customer-side ``Deny`` on this app's context: only the app's scope is revoked."""
+    if isinstance(err, aws.AccessDenied) and err.operation in _CONTEXT_OPERATIONS:
+        return _scope_denied_by_aws(access, err, region)
     CACHE.purge_org(access.org_id)
     GUARD.forget_org(access.org_id)
     if access.connection_id is not None:
@@ -150,6 +160,30 @@ def _refused_by_aws(access: AppAccess, err: aws.AwsError, region: str) -> AppSus
     )
     note_failure(access.app_instance_id, reason, force=True)
     return AppSuspended(reason, cause=err.cause)
+
+
+def _scope_denied_by_aws(access: AppAccess, err: aws.AwsError, region: str) -> AppSuspended:
+    CACHE.purge_app(access.app_instance_id)
+    GUARD.forget_app(access.app_instance_id)
+    detail = (
+        f"AWS denies {err.operation} with site={access.site_name}, app={access.app} in {region} "
+        f"({err.code or err.cause})"
+    )
+    if access.connection_id is not None:
+        try:
+            revoke_scope_after_customer_denial(
+                connection_id=access.connection_id,
+                scope=Scope.app(access.app_instance_id),
+                detail=detail,
+            )
+        except Exception:  # noqa: BLE001 — the refusal below stands whatever happens here
+            log.exception("Revoking app %s after a denial failed", access.app_instance_id)
+    reason = (
+        f"Your key policy denies this app's encryption context in {region}, so this app's key "
+        "access was revoked; your other apps keep working."
+    )
+    note_failure(access.app_instance_id, reason, force=True)
+    return AppSuspended(reason, cause="scope-revoked")
 
 
 def _create_data_key(access: AppAccess, *, replacing: DataKey | None) -> DataKeyCipher | None:

@@ -18,13 +18,17 @@ locked :meth:`DekCache.get` and every lease renewal (at least every ``DEK_GUARD_
 a key is in use), not by each hot-path use.
 
 **Revocation reaches every process.** Each web worker and Celery worker has its own cache,
-and there is no broadcast between them. Instead, the data plane asks :class:`AccessGuard`
+and there is no broadcast between them. Instead, the data plane asks the
+:class:`~dataplane.access_guard.AccessGuard` (``dataplane/access_guard.py``)
 before *every* use of a DEK. The guard remembers, per app instance and per process, the
 answer of one cheap indexed query (the app instance's status and its organization's
 ``ByokConnection.state``, joined by primary keys) for at most ``DEK_GUARD_TTL_S`` (0.5 s).
-When the answer is "not usable" (connection state outside ``connections.lifecycle.USABLE_STATES``,
-or the app instance suspended), the guard purges every cached DEK of that organization in
-this process and the caller refuses with ``AppSuspended``. So once a revocation commits,
+When the answer is "not usable" (connection state outside ``connections.lifecycle.USABLE_STATES``:
+the guard purges every cached DEK of that organization in this process; the app instance
+suspended, or it or its site revoked by a scoped revocation: only that app's DEKs), the caller
+refuses with ``AppSuspended``. The same answer lists the app's data keys a revoked period
+covers: they are dropped from the cache and never leased, and a read of a record they sealed
+is refused. So once a revocation commits,
 no process uses a key of that org more than ``DEK_GUARD_TTL_S`` later, whatever the cache's
 age limit; each process drops the org's keys from memory at its first attempt to use one
 (a process that stays idle keeps them, unusable, until then). The revoking process also

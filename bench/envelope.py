@@ -18,7 +18,8 @@ Figures (throughput ratios are "ours ÷ theirs", higher is better):
   over ``encrypts`` encryptions from a cold process (data key creation included);
   ``kms_calls_per_10k_steady`` leaves the cold start out.
 
-* ``revoke_latency_s`` / ``detect_latency_s`` — see ``bench/_revocation.py``.
+* ``revoke_latency_s`` / ``scoped_revoke_latency_s`` (one app revoked on its own, another app
+  of the org reading on) / ``detect_latency_s`` — see ``bench/_revocation.py``.
 
 AWS is a ``ThreadedMotoServer`` on a free local port (``AWS_ENDPOINT_URL``), with fake
 credentials: the benchmark never reaches real AWS. Django runs on SQLite in a temp dir
@@ -99,9 +100,10 @@ def _run_with_django() -> dict:
         results[f"raw_aesgcm_roundtrip_us_{label}"] = round(raw_us, 2)
     results.update(_esdk(app))
     results.update(_kms_calls(app))
-    from bench._revocation import detect_latency, revoke_latency
+    from bench._revocation import detect_latency, revoke_latency, scoped_revoke_latency
 
     results.update(revoke_latency(app))
+    results.update(scoped_revoke_latency(app))
     results.update(detect_latency(app))
     return results
 

@@ -8,7 +8,7 @@ from django.utils.timesince import timeuntil
 
 from connections import notifications
 from connections.lifecycle import MONITORED_STATES, RESTORE_WINDOW_STATES
-from connections.models import ByokConnection, ConnectionState, RegionalKey
+from connections.models import ByokConnection, ConnectionState, RegionalKey, ScopedRevocation
 from core.tasks import enqueue_on_commit
 from security.admin_base import (
     PermissionActionsMixin,
@@ -266,3 +266,60 @@ class RegionalKeyAdmin(ReadOnlyAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return badge(obj.status, obj.get_status_display())
+
+
+@admin.register(ScopedRevocation)
+class ScopedRevocationAdmin(ReadOnlyAdmin):
+    """Scoped revocations (one site, app instance or period of data): read-only. State changes
+    go through the customer's pages and the monitor, which audit them."""
+
+    list_display = [
+        "scope",
+        "organization",
+        "state_badge",
+        "source",
+        "revoked_at",
+        "restore_deadline",
+        "revoked_by",
+    ]
+    list_filter = ["state", "kind", "source"]
+    search_fields = ["organization__name", "site__name", "app_instance__site__name"]
+    search_help_text = "Organization or site name."
+    list_select_related = ["organization", "site", "app_instance__site", "revoked_by"]
+    raw_id_fields = ["data_keys"]
+    readonly_fields = [
+        "organization",
+        "kind",
+        "site",
+        "app_instance",
+        "period_from",
+        "period_to",
+        "covered_from",
+        "covered_to",
+        "data_key_count",
+        "state",
+        "state_reason",
+        "state_changed_at",
+        "source",
+        "reason",
+        "revoked_by",
+        "revoked_at",
+        "restore_deadline",
+        "restored_at",
+        "restore_checks",
+        "notices_sent",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description="scope")
+    def scope(self, obj):
+        return obj.label
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj):
+        return badge(obj.state, obj.get_state_display())
+
+    @admin.display(description="data keys (period)")
+    def data_key_count(self, obj):
+        return obj.data_keys.count()

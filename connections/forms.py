@@ -1,6 +1,9 @@
 """The kill switch's forms: revoke and restore, with the same confirmation."""
 
+from datetime import timedelta
+
 from django import forms
+from django.utils import timezone
 
 from security.throttling import password_is_right
 
@@ -61,6 +64,53 @@ class RestoreAccessForm(StepUpForm):
         label="I have allowed the vendor again in the role's trust policy and re-enabled the key "
         "in every region.",
         error_messages={"required": "Confirm that the trust policy and keys are back."},
+    )
+
+    field_order = ["confirm", "confirm_name", "password"]
+
+
+class RevokePeriodForm(RevokeAccessForm):
+    """A period of data: two times (UTC), the start before the end, neither in the future."""
+
+    period_from = forms.DateTimeField(
+        label="From (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+    )
+    period_to = forms.DateTimeField(
+        label="To (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        help_text="At the latest now.",
+    )
+
+    field_order = ["period_from", "period_to", "reason", "confirm_name", "password"]
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("period_from"), cleaned.get("period_to")
+        now = timezone.now()
+        if start and start > now:
+            self.add_error("period_from", "The period cannot start in the future.")
+        if end and end > now + timedelta(minutes=1):
+            self.add_error(
+                "period_to",
+                f"The period cannot end in the future: it is {now:%Y-%m-%d %H:%M} UTC now.",
+            )
+        if start and end and start >= end:
+            self.add_error("period_to", "The end must come after the start.")
+        elif end and end >= now.replace(second=0, microsecond=0):
+            cleaned["period_to"] = now  # the current minute means "until now" (inputs are minutes)
+        return cleaned
+
+
+class RestoreScopeForm(StepUpForm):
+    """Restoring a scope: the same step-up as restoring the whole organization."""
+
+    confirm = forms.BooleanField(
+        label="I want this data readable again, and I have removed any Deny statement for it "
+        "from my key policies.",
+        error_messages={"required": "Confirm that this scope may come back."},
     )
 
     field_order = ["confirm", "confirm_name", "password"]

@@ -171,3 +171,127 @@ class DataKeyWrapping(models.Model):
 
     def __str__(self) -> str:
         return f"DEK #{self.data_key_id} under {self.region}"
+
+
+class ScopeKind(models.TextChoices):
+    """What a scoped revocation takes away (the whole org is ``ByokConnection.state``)."""
+
+    SITE = "site", "Site"
+    APP = "app", "App instance"
+    PERIOD = "period", "Period of data"
+
+
+class ScopeState(models.TextChoices):
+    REVOKED = "revoked", "Revoked"
+    RESTORING = "restoring", "Restoring"
+    RESTORED = "restored", "Restored"
+    EXPIRED = "expired", "Expired"
+
+
+class ScopeSource(models.TextChoices):
+    PORTAL = "portal", "An org admin in the portal"
+    CUSTOMER_AWS = "customer-aws", "The customer's key policy (seen by the health monitor)"
+
+
+class ScopedRevocation(models.Model):
+    """Key access taken away from one site, one app instance or one period of data.
+
+    The state machine is ``connections.scope_lifecycle``. A period is enforced through the data
+    keys that sealed its records (``data_keys``, fixed when it is revoked): ``covered_from`` …
+    ``covered_to`` is the exact span those keys were used for writing, which contains the
+    requested ``period_from`` … ``period_to``.
+    """
+
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, related_name="scoped_revocations"
+    )
+    kind = models.CharField(max_length=10, choices=ScopeKind.choices)
+    site = models.ForeignKey(
+        "orgs.Site", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    app_instance = models.ForeignKey(
+        "orgs.AppInstance", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    period_from = models.DateTimeField(null=True, blank=True)
+    period_to = models.DateTimeField(null=True, blank=True)
+    covered_from = models.DateTimeField(null=True, blank=True)
+    covered_to = models.DateTimeField(null=True, blank=True)
+    data_keys = models.ManyToManyField(DataKey, blank=True, related_name="scoped_revocations")
+    state = models.CharField(max_length=20, choices=ScopeState.choices, default=ScopeState.REVOKED)
+    state_reason = models.CharField(max_length=500, blank=True)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=20, choices=ScopeSource.choices, default="portal")
+    reason = models.CharField(max_length=500, blank=True)
+    revoked_by = models.ForeignKey(
+        "orgs.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField()
+    restore_deadline = models.DateTimeField()
+    restored_at = models.DateTimeField(null=True, blank=True)
+    restore_checks = models.JSONField(default=list, blank=True)
+    notices_sent = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-revoked_at"]
+        indexes = [
+            # The access guard's per-app question: "is this app or its site revoked?"
+            models.Index(fields=["app_instance", "state"], name="scoperev_app_state_idx"),
+            models.Index(fields=["site", "state"], name="scoperev_site_state_idx"),
+            models.Index(fields=["state", "restore_deadline"], name="scoperev_deadline_idx"),
+        ]
+        constraints = [
+            # Two admins racing to revoke the same app or site: one wins, one clear refusal.
+            models.UniqueConstraint(
+                fields=["app_instance"],
+                condition=models.Q(state__in=["revoked", "restoring"], kind="app"),
+                name="scoperev_one_open_per_app",
+            ),
+            models.UniqueConstraint(
+                fields=["site"],
+                condition=models.Q(state__in=["revoked", "restoring"], kind="site"),
+                name="scoperev_one_open_per_site",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind="site", site__isnull=False, app_instance__isnull=True)
+                    | models.Q(kind="app", app_instance__isnull=False)
+                    | models.Q(kind="period", period_from__isnull=False, period_to__isnull=False)
+                ),
+                name="scoperev_kind_fields",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_state_display()})"
+
+    @property
+    def label(self) -> str:
+        """The scope in words, for pages, notices and the admin."""
+        if self.kind == ScopeKind.SITE:
+            return f"site {self.site.name}"
+        if self.kind == ScopeKind.APP:
+            app = self.app_instance
+            return f"{app.get_app_display()} on {app.site.name}"
+        fmt = "%Y-%m-%d %H:%M:%S"
+        return (
+            f"data written {self.covered_from:{fmt}} – {self.covered_to:{fmt}} UTC"
+            if self.covered_from and self.covered_to
+            else "a period of data (no data keys)"
+        )
+
+    def as_parameters(self) -> dict:
+        """The scope as the audit event's ``requestParameters`` show it."""
+        scope: dict = {"kind": self.kind}
+        if self.site_id:
+            scope["site"] = self.site.name
+        if self.app_instance_id:
+            scope["site"] = self.app_instance.site.name
+            scope["app"] = self.app_instance.app
+            scope["appInstanceId"] = self.app_instance_id
+        if self.kind == ScopeKind.PERIOD:
+            scope["from"] = self.period_from.isoformat()
+            scope["to"] = self.period_to.isoformat()
+            scope["coveredFrom"] = self.covered_from.isoformat() if self.covered_from else None
+            scope["coveredTo"] = self.covered_to.isoformat() if self.covered_to else None
+        return scope

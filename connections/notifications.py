@@ -53,3 +53,39 @@ def restore_window_notice(*, connection, notice: str, detail: str = "", now=None
             f"Restore: {absolute_url('connections:restore', org_id=connection.organization_id)}\n"
         )
     return connection_notice(connection=connection, subject=subject, body=body)
+
+
+def scope_notice(*, connection, revocation, notice: str, detail: str = "", now=None) -> int:
+    """A notice about one scoped revocation (revoked, reminders, restored, expired …)."""
+    days = settings.BYOK_RESTORE_WINDOW_DAYS
+    deadline = revocation.restore_deadline
+    until = f"{date_format(deadline, 'j F Y H:i')} UTC" if deadline else "the deadline"
+    scope = revocation.label
+    if notice == NOTICE_REVOKED:
+        subject = f"key access revoked for {scope}"
+        body = (
+            f"{detail}\nData of {scope} is refused; everything else keeps working. Access can be "
+            f"restored within {days} days, until {until}; after that the data of this scope is "
+            "unrecoverable by design.\n"
+        )
+    elif notice == NOTICE_EXPIRED:
+        subject = f"restore window ended for {scope}: its data is unrecoverable"
+        body = (
+            f"Access to {scope} was not restored within the {days}-day restore window (it ended "
+            f"{until}). Its data keys are destroyed.\n"
+        )
+    elif notice in ("restored", "restore-failed", "restore-timed-out"):
+        subject = {
+            "restored": f"key access restored for {scope}",
+            "restore-failed": f"restore failed for {scope}",
+            "restore-timed-out": f"restore check timed out for {scope}",
+        }[notice]
+        body = f"{detail}\n"
+    else:
+        left = timeuntil(deadline, now or timezone.now()).replace("\xa0", " ") if deadline else ""
+        subject = f"reminder: {left} left to restore key access for {scope}"
+        body = (
+            f"Access to {scope} is still revoked. Restore it before {until} ({left} left); "
+            "after that its data is unrecoverable by design.\n"
+        )
+    return connection_notice(connection=connection, subject=subject, body=body)

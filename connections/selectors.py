@@ -2,11 +2,13 @@
 
 from django.conf import settings
 from django.db.models import Count
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from connections.lifecycle import DEADLINES, RESTORE_WINDOW_STATES, deadline_of, state_flags
-from connections.models import ByokConnection, ConnectionState
-from orgs.models import AppInstance
+from connections.models import ByokConnection, ConnectionState, ScopedRevocation, ScopeKind
+from connections.scope_lifecycle import BLOCKING_STATES, scope_flags
+from orgs.models import AppInstance, Site
 from orgs.selectors import orgs_administered_by
 
 
@@ -29,6 +31,7 @@ def byok_status_context(org) -> dict:
     connection = connection_of(org)
     apps = list(byok_apps_of(org))
     return {
+        **scope_context(org, apps),
         "org": org,
         "connection": connection,
         "current_keys": [k for k in connection.keys.all() if k.is_current] if connection else [],
@@ -96,3 +99,49 @@ def revocation_banners(user) -> list[dict]:
         }
         for c in connections
     ]
+
+
+def scoped_revocations_of(org):
+    return (
+        ScopedRevocation.objects.filter(organization=org)
+        .select_related("site", "app_instance__site", "revoked_by")
+        .order_by("-revoked_at")
+    )
+
+
+def get_scoped_revocation(org, revocation_id: int) -> ScopedRevocation:
+    """The org's scoped revocation (another org's: 404, like one that does not exist)."""
+    return get_object_or_404(scoped_revocations_of(org), pk=revocation_id)
+
+
+def scope_context(org, apps) -> dict:
+    """The BYOK page's per-site and per-app scope states, and the org's scoped revocations."""
+    now = timezone.now()
+    revocations = list(scoped_revocations_of(org)[:50])
+    for revocation in revocations:
+        revocation.flags = scope_flags(revocation, now)
+    blocking = [r for r in revocations if r.state in BLOCKING_STATES]
+    by_site = {r.site_id: r for r in blocking if r.kind == ScopeKind.SITE}
+    by_app = {r.app_instance_id: r for r in blocking if r.kind == ScopeKind.APP}
+    sites: dict[int, dict] = {}
+    for app in apps:
+        site = sites.setdefault(
+            app.site_id, {"site": app.site, "revocation": by_site.get(app.site_id), "apps": []}
+        )
+        app.scope_revocation = by_app.get(app.pk)
+        site["apps"].append(app)
+    return {
+        "byok_sites": list(sites.values()),
+        "scoped_revocations": revocations,
+        "period_revocations": [r for r in revocations if r.kind == ScopeKind.PERIOD],
+    }
+
+
+def get_site_of(org, site_id: int) -> Site:
+    return get_object_or_404(Site, pk=site_id, organization=org)
+
+
+def get_app_of(org, app_id: int) -> AppInstance:
+    return get_object_or_404(
+        AppInstance.objects.select_related("site"), pk=app_id, site__organization=org
+    )

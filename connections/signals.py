@@ -14,3 +14,8 @@ key_access_revoked = Signal()
 key_access_restored = Signal()
 #: The restore window ended; the data keys are about to be destroyed. ``connection``.
 key_access_expired = Signal()
+
+#: One site, app instance or period of data was revoked. ``connection``, ``revocation``.
+scope_access_revoked = Signal()
+#: A scoped revocation's restore was verified; the scope is back. ``connection``, ``revocation``.
+scope_access_restored = Signal()

@@ -31,3 +31,8 @@ def destroy_data_keys_task(connection_id: int) -> int:
 @shared_task(acks_late=True)
 def verify_restore_task(connection_id: int) -> str:
     return services.verify_restore(connection_id=positive_id(connection_id)).state
+
+
+@shared_task(acks_late=True)
+def verify_scope_restore_task(revocation_id: int) -> str:
+    return services.verify_scope_restore(revocation_id=positive_id(revocation_id)).state

@@ -18,13 +18,17 @@ locked :meth:`DekCache.get` and every lease renewal (at least every ``DEK_GUARD_
 a key is in use), not by each hot-path use.
 
 **Revocation reaches every process.** Each web worker and Celery worker has its own cache,
-and there is no broadcast between them. Instead, the data plane asks :class:`AccessGuard`
+and there is no broadcast between them. Instead, the data plane asks the
+:class:`~dataplane.access_guard.AccessGuard` (``dataplane/access_guard.py``)
 before *every* use of a DEK. The guard remembers, per app instance and per process, the
 answer of one cheap indexed query (the app instance's status and its organization's
 ``ByokConnection.state``, joined by primary keys) for at most ``DEK_GUARD_TTL_S`` (0.5 s).
-When the answer is "not usable" (connection state outside ``connections.lifecycle.USABLE_STATES``,
-or the app instance suspended), the guard purges every cached DEK of that organization in
-this process and the caller refuses with ``AppSuspended``. So once a revocation commits,
+When the answer is "not usable" (connection state outside ``connections.lifecycle.USABLE_STATES``:
+the guard purges every cached DEK of that organization in this process; the app instance
+suspended, or it or its site revoked by a scoped revocation: only that app's DEKs), the caller
+refuses with ``AppSuspended``. The same answer lists the app's data keys a revoked period
+covers: they are dropped from the cache and never leased, and a read of a record they sealed
+is refused. So once a revocation commits,
 no process uses a key of that org more than ``DEK_GUARD_TTL_S`` later, whatever the cache's
 age limit; each process drops the org's keys from memory at its first attempt to use one
 (a process that stays idle keeps them, unusable, until then). The revoking process also
@@ -61,20 +65,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.db.models import FilteredRelation, Q
 
-from connections.lifecycle import USABLE_STATES
-from connections.models import ConnectionState
 from core import metrics
+from dataplane.access_guard import AccessGuard, AppAccess, lookup_access
 from dataplane.envelope import DataKeyCipher
-from orgs.models import AppInstance
 
-_BYOK = str(AppInstance.Encryption.BYOK)
-_REVOKED = str(ConnectionState.REVOKED)
+__all__ = ["CACHE", "GUARD", "AccessGuard", "AppAccess", "CachedKey", "DekCache", "lookup_access"]
 
 
 class CachedKey:
@@ -291,6 +290,24 @@ class DekCache:
                 self._drop(dek_id)
             return len(doomed)
 
+    def purge_app(self, app_instance_id: int) -> int:
+        """Drop every key of one app instance (its app or site was revoked)."""
+        with self._lock:
+            self._lease_epoch += 1
+            doomed = [k for k, e in self._entries.items() if e.app_instance_id == app_instance_id]
+            for dek_id in doomed:
+                self._drop(dek_id)
+            return len(doomed)
+
+    def discard_many(self, dek_ids) -> None:
+        """Drop these keys if cached (a period revocation covers them)."""
+        if not any(dek_id in self._entries for dek_id in dek_ids):
+            return
+        with self._lock:
+            self._lease_epoch += 1
+            for dek_id in dek_ids:
+                self._drop(dek_id)
+
     def purge_all(self) -> None:
         with self._lock:
             self._lease_epoch += 1
@@ -351,221 +368,21 @@ class DekCache:
                     entry.lease_until = float("-inf")
 
 
-# --- The access guard -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AppAccess:
-    """What the guard learned about one app instance: who it belongs to, and whether usable."""
-
-    app_instance_id: int
-    org_id: int
-    site_name: str
-    app: str
-    encryption: str
-    connection_id: int | None
-    connection_state: str | None
-    usable: bool
-    reason: str  # customer-readable; empty when usable
-    #: The app's current data key in the database (None: none yet, or being replaced).
-    current_dek_id: int | None = None
-    #: When the connection last changed state (Unix time), for the revocation's latency.
-    state_changed_at: float | None = None
-    #: usable and BYOK: the one flag the hot path tests.
-    ok: bool = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "ok", self.usable and self.encryption == _BYOK)
-
-    @property
-    def encryption_context(self) -> dict[str, str]:
-        return {"org": str(self.org_id), "site": self.site_name, "app": self.app}
-
-
-class AccessGuard:
-    """Per-process memo of "may this app instance use its keys?", at most ``ttl_s`` old.
-
-    ``lookup(app_instance_id) -> AppAccess | None`` does the database query; ``on_refused``
-    is called with the org id whenever the answer is "not usable" (it purges the cache);
-    ``on_forget(org_id=…)`` / ``on_forget(app_instance_id=…)`` / ``on_forget()`` whenever
-    answers are dropped before their time (it ends the cache's leases built on them).
-    """
-
-    def __init__(
-        self,
-        *,
-        lookup: Callable[[int], AppAccess | None],
-        on_refused: Callable[[int], object],
-        ttl_s: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        on_checked: Callable[[AppAccess], object] | None = None,
-        on_forget: Callable[..., object] | None = None,
-    ):
-        self._lookup = lookup
-        self._on_refused = on_refused
-        self._on_checked = on_checked
-        self._on_forget = on_forget
-        self._fixed_ttl = ttl_s
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._seen: dict[int, tuple[float, AppAccess]] = {}  # id → (fresh until, answer)
-        self._revocations_seen: dict[int, float] = {}  # org id → state change time measured
-        self.configure()
-
-    def configure(self) -> None:
-        self.ttl_s = float(
-            self._fixed_ttl if self._fixed_ttl is not None else settings.DEK_GUARD_TTL_S
-        )
-        if self._on_forget is not None:  # answers (and leases) may be younger than a new TTL
-            self._on_forget()
-
-    def check(self, app_instance_id: int, *, force: bool = False) -> AppAccess | None:
-        """The app's access, from memo if younger than the TTL, else from the database.
-
-        Returns ``None`` when the app instance does not exist. A "not usable" answer purges
-        the org's keys in this process before it is returned.
-        """
-        answer = self.check_until(app_instance_id, force=force)
-        return None if answer is None else answer[1]
-
-    def check_until(
-        self, app_instance_id: int, *, force: bool = False
-    ) -> tuple[float, AppAccess] | None:
-        """Like :meth:`check`, with the clock reading until which the answer is fresh."""
-        now = self.clock()
-        before = self._seen.get(app_instance_id)
-        if not force and before is not None and now < before[0]:
-            return before
-        access = self._lookup(app_instance_id)
-        if access is None:
-            with self._lock:
-                self._seen.pop(app_instance_id, None)
-            if self._on_forget is not None:
-                self._on_forget(app_instance_id=app_instance_id)
-            return None
-        if not access.usable:
-            if before is not None and before[1].usable and access.connection_state == _REVOKED:
-                self._measure_propagation(access, now - before[0])
-            if access.connection_state not in USABLE_STATES:
-                # The org's keys are out: its other apps' "usable" answers are stale too.
-                with self._lock:
-                    for other in [
-                        a for a, (_, acc) in self._seen.items() if acc.org_id == access.org_id
-                    ]:
-                        del self._seen[other]
-            self._on_refused(access.org_id)
-        elif self._on_checked is not None:
-            self._on_checked(access)
-        seen = (now + self.ttl_s, access)  # (fresh until, answer)
-        with self._lock:
-            self._seen[app_instance_id] = seen
-        return seen
-
-    def _measure_propagation(self, access: AppAccess, stale_for: float) -> None:
-        """This process held a "usable" answer and now sees the revocation: observe how long
-        after the state change that is (once per revocation and process). Not when the answer
-        had gone stale more than a TTL before the revocation: the process was idle then, and
-        the wait would measure its idleness, not the kill switch."""
-        changed = access.state_changed_at
-        if changed is None or self._revocations_seen.get(access.org_id) == changed:
-            return
-        delay = max(time.time() - changed, 0.0)
-        if stale_for > delay + self.ttl_s:
-            return
-        self._revocations_seen[access.org_id] = changed
-        metrics.REVOCATION_PROPAGATION_SECONDS.observe(delay)
-
-    def forget_org(self, org_id: int) -> None:
-        with self._lock:
-            for app_id in [a for a, (_, acc) in self._seen.items() if acc.org_id == org_id]:
-                del self._seen[app_id]
-        if self._on_forget is not None:
-            self._on_forget(org_id=org_id)
-
-    def forget_all(self) -> None:
-        with self._lock:
-            self._seen.clear()
-        if self._on_forget is not None:
-            self._on_forget()
-
-
-# --- Process-wide instances -----------------------------------------------------------------
-
-
-def _refusal_reason(*, state: str | None, state_reason: str, status: str, status_reason: str):
-    if state is None:
-        return "This app has no BYOK key connection, so its data cannot be used."
-    if state not in USABLE_STATES:
-        because = f" ({state_reason.rstrip('.')})" if state_reason else ""
-        return {
-            ConnectionState.PENDING: "BYOK setup of this organization is not finished yet, "
-            "so app data cannot be encrypted or read.",
-            ConnectionState.REVOKED: f"Access to your encryption keys was revoked{because}. "
-            "App data stays unreadable until access is restored.",
-            ConnectionState.RESTORING: "Access to your encryption keys is being restored; "
-            "app data becomes readable again once every check passes.",
-            ConnectionState.EXPIRED: "Access to your encryption keys was revoked and not "
-            f"restored within {settings.BYOK_RESTORE_WINDOW_DAYS} days; this app's data can no "
-            "longer be decrypted.",
-        }.get(state, f"Your key connection is {state}; app data cannot be used.")
-    if status == AppInstance.Status.SUSPENDED:
-        because = f" ({status_reason.rstrip('.')})" if status_reason else ""
-        return f"This app is suspended{because}; its data cannot be used until it resumes."
-    return ""
-
-
-def lookup_access(app_instance_id: int) -> AppAccess | None:
-    """One indexed query: the app instance, its site and org, the org's connection, and the
-    app's current data key (a LEFT JOIN on the partial unique index of current keys)."""
-    row = (
-        AppInstance.objects.filter(pk=app_instance_id)
-        .annotate(
-            current_dek=FilteredRelation("data_keys", condition=Q(data_keys__is_current=True))
-        )
-        .values_list(
-            "status",
-            "status_reason",
-            "encryption",
-            "app",
-            "site__name",
-            "site__organization_id",
-            "site__organization__byok_connection__id",
-            "site__organization__byok_connection__state",
-            "site__organization__byok_connection__state_reason",
-            "current_dek__id",
-            "site__organization__byok_connection__state_changed_at",
-        )
-        .first()
-    )
-    if row is None:
-        return None
-    (status, status_reason, encryption, app, site, org_id, conn_id, state, state_reason, dek_id) = (
-        row[:10]
-    )
-    changed_at = row[10]
-    reason = _refusal_reason(
-        state=state, state_reason=state_reason or "", status=status, status_reason=status_reason
-    )
-    return AppAccess(
-        app_instance_id=app_instance_id,
-        org_id=org_id,
-        site_name=site,
-        app=app,
-        encryption=encryption,
-        connection_id=conn_id,
-        connection_state=state,
-        usable=not reason,
-        reason=reason,
-        current_dek_id=dek_id,
-        state_changed_at=changed_at.timestamp() if changed_at is not None else None,
-    )
-
-
 CACHE = DekCache()
+
+
+def _follow_database(access: AppAccess) -> None:
+    """A usable answer: write with the database's current key; drop period-revoked keys."""
+    CACHE.sync_current(access.app_instance_id, access.current_dek_id)
+    if access.revoked_dek_ids:
+        CACHE.discard_many(access.revoked_dek_ids)
+
+
 GUARD = AccessGuard(
     lookup=lookup_access,
     on_refused=CACHE.purge_org,
-    on_checked=lambda access: CACHE.sync_current(access.app_instance_id, access.current_dek_id),
+    on_app_refused=CACHE.purge_app,
+    on_checked=_follow_database,
     on_forget=CACHE.end_leases,
 )
 
@@ -583,6 +400,12 @@ def purge_org(org_id: int) -> int:
     so the next use re-reads the connection state). Returns how many keys were dropped."""
     GUARD.forget_org(org_id)
     return CACHE.purge_org(org_id)
+
+
+def purge_app(app_instance_id: int) -> int:
+    """Forget one app instance's keys and guard answer in this process (a scope revoked)."""
+    GUARD.forget_app(app_instance_id)
+    return CACHE.purge_app(app_instance_id)
 
 
 def purge_all() -> None:

@@ -36,40 +36,21 @@ revocation written on a KMS refusal would roll back with it.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from contextlib import contextmanager
-from datetime import timedelta
 
-from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from connections import aws
-from connections.key_usage import recorder_for
 from connections.lifecycle import USABLE_STATES
-from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
-from connections.services import revoke_after_aws_refusal
-from core.locations import get_location
+from connections.models import DataKey
 from dataplane.dek_cache import CACHE, GUARD, AppAccess, CachedKey, entry_for_header, writer_of
-from dataplane.envelope import (
-    HEADER_BYTES,
-    DataKeyCipher,
-    DecryptionFailed,
-    key_id_of,
-    parse_header,
-)
-from dataplane.models import AppDataHealth, AppRecord
+from dataplane.envelope import HEADER_BYTES, DecryptionFailed, key_id_of, parse_header
+from dataplane.errors import AppSuspended, KeysUnavailable, NotByokApp
+from dataplane.health import forget_health_throttle, note_failure, note_read_ok, write_health
+from dataplane.key_store import reading_entry, writing_entry
+from dataplane.models import AppRecord
 from orgs.models import AppInstance
-
-log = logging.getLogger(__name__)
-
-#: At most one AppDataHealth write per app instance and outcome per process this often.
-HEALTH_WRITE_INTERVAL_S = 5.0
-#: ``DescribeKey`` states other than Enabled, and the named cause each one means.
-_REVOKED_KEY_STATE_ERRORS = {"Disabled": aws.KeyDisabled}
 
 __all__ = [
     "AppSuspended",
@@ -80,40 +61,22 @@ __all__ = [
     "decrypt_record",
     "encrypt_for",
     "ensure_current_data_key",
+    "forget_health_throttle",
     "live_read_check",
     "read_record",
     "store_record",
     "update_record",
+    "write_health",
 ]
 
 
-class AppSuspended(Exception):
-    """The app's data cannot be used now; ``reason`` is written for the customer.
-
-    ``cause`` is a stable machine name: the connection state (``revoked`` …),
-    ``app-suspended``, or an AWS cause (``key-disabled`` …). ``transient`` is true when
-    retrying later may succeed without anyone acting (AWS unreachable or throttling).
-    """
-
-    transient = False
-
-    def __init__(self, reason: str, *, cause: str = "suspended"):
-        super().__init__(reason)
-        self.reason = reason
-        self.cause = cause
-
-
-class KeysUnavailable(AppSuspended):
-    """AWS KMS did not answer in any region of the location: not a revocation; retry later."""
-
-    transient = True
-
-
-class NotByokApp(ValueError):
-    """The app instance uses vendor-managed keys: its data does not go through this module."""
-
-
 # --- Access -----------------------------------------------------------------------------------
+
+
+PERIOD_REVOKED = (
+    "This record was written during a period of data whose key access was revoked; it stays "
+    "unreadable until that period is restored."
+)
 
 
 def _app_id(app_instance) -> int:
@@ -138,12 +101,11 @@ def _access_until(app_instance_id: int) -> tuple[float, AppAccess]:
         raise AppInstance.DoesNotExist(f"No app instance #{app_instance_id}.")
     if access.encryption != _BYOK:
         raise NotByokApp(f"App instance #{app_instance_id} uses vendor-managed keys, not BYOK.")
-    _note_failure(app_instance_id, access.reason)
-    cause = (
-        "app-suspended"
-        if access.connection_state in USABLE_STATES
-        else str(access.connection_state or "no-connection")
-    )
+    note_failure(app_instance_id, access.reason)
+    if access.connection_state not in USABLE_STATES:
+        cause = str(access.connection_state or "no-connection")
+    else:
+        cause = "scope-revoked" if access.scope_state else "app-suspended"
     raise AppSuspended(access.reason, cause=cause)
 
 
@@ -190,7 +152,7 @@ def _writer(app_instance_id: int) -> CachedKey:
     until, access = _access_until(app_instance_id)
     entry = CACHE.get_current(app_instance_id)
     if entry is None:
-        entry = _writing_entry(access)
+        entry = writing_entry(access)
     CACHE.grant(entry, until=until, epoch=epoch)
     return entry
 
@@ -201,9 +163,12 @@ def _reader(app_instance_id: int, blob: bytes) -> CachedKey:
     epoch = CACHE.lease_epoch
     until, access = _access_until(app_instance_id)
     _version, dek_id = parse_header(blob)
+    if dek_id in access.revoked_dek_ids:  # a period revocation covers the key that sealed it
+        note_failure(app_instance_id, PERIOD_REVOKED)
+        raise AppSuspended(PERIOD_REVOKED, cause="period-revoked")
     entry = CACHE.get(dek_id)
     if entry is None:
-        entry = _reading_entry(access, dek_id)
+        entry = reading_entry(access, dek_id)
     elif entry.app_instance_id != app_instance_id or entry.org_id != access.org_id:
         raise DecryptionFailed("The ciphertext names a data key of another app.")
     CACHE.grant(entry, until=until, epoch=epoch)
@@ -262,9 +227,9 @@ def _decrypt_row(app_id: int, record_id: int, data_key_id: int, blob) -> bytes:
             raise DecryptionFailed("The ciphertext names another data key than its record.")
         plaintext = decrypt_for(app_instance_id=app_id, record_id=record_id, blob=blob)
     except DecryptionFailed as exc:
-        _note_failure(app_id, f"Record #{record_id} failed to decrypt: {exc}")
+        note_failure(app_id, f"Record #{record_id} failed to decrypt: {exc}")
         raise
-    _note_read_ok(app_id)
+    note_read_ok(app_id)
     return plaintext
 
 
@@ -321,280 +286,3 @@ def live_read_check(app_instance, *, verify_kms: bool = False) -> tuple[bool, st
         return False, f"The newest record could not be decrypted: {exc}"
     except (AppInstance.DoesNotExist, NotByokApp) as exc:
         return False, str(exc)
-
-
-# --- Cache misses: the database and KMS ------------------------------------------------------
-
-_STRIPES = [threading.Lock() for _ in range(64)]
-
-
-@contextmanager
-def _single_flight(key):
-    """Threads of one process missing the same key wait for one KMS round trip, not N."""
-    with _STRIPES[hash(key) % len(_STRIPES)]:
-        yield
-
-
-def _writing_entry(access: AppAccess) -> CachedKey:
-    app_id = access.app_instance_id
-    with _single_flight(("app", app_id)):
-        hit = CACHE.get_current(app_id)
-        if hit is not None:
-            return hit
-        current = DataKey.objects.filter(
-            app_instance_id=app_id, is_current=True, destroyed_at__isnull=True
-        ).first()
-        cipher = None
-        if current is None or _due_for_rotation(current):
-            try:
-                cipher = _create_data_key(access, replacing=current)
-            except KeysUnavailable:
-                if current is None:
-                    raise
-                log.warning("Data key rotation of app %s postponed: KMS unavailable.", app_id)
-            if cipher is None:  # lost a race with another process, or rotation postponed
-                current = DataKey.objects.filter(app_instance_id=app_id, is_current=True).first()
-        if cipher is None:
-            if current is None or current.destroyed_at is not None:
-                raise AppSuspended(
-                    "This app's data keys were destroyed; its data is unrecoverable.",
-                    cause="keys-destroyed",
-                )
-            hit = CACHE.get(current.pk)
-            if hit is not None:  # cached for reading already: keep its age and use count
-                CACHE.mark_current(app_id, current.pk)
-                return hit
-            cipher = _unwrap(access, current)
-        return CACHE.put(cipher, org_id=access.org_id, app_instance_id=app_id, current=True, uses=1)
-
-
-def _due_for_rotation(data_key: DataKey) -> bool:
-    max_age = settings.DEK_ROTATE_AFTER_S
-    return bool(max_age) and timezone.now() - data_key.created_at > timedelta(seconds=max_age)
-
-
-def _reading_entry(access: AppAccess, dek_id: int) -> CachedKey:
-    with _single_flight(("dek", dek_id)):
-        hit = CACHE.get(dek_id)
-        if hit is not None and hit.app_instance_id == access.app_instance_id:
-            return hit
-        data_key = DataKey.objects.filter(pk=dek_id).first()
-        if data_key is None or data_key.app_instance_id != access.app_instance_id:
-            raise DecryptionFailed("The ciphertext names a data key of another app.")
-        if data_key.destroyed_at is not None:
-            raise AppSuspended(
-                "This record's data key was destroyed; its data is unrecoverable.",
-                cause="keys-destroyed",
-            )
-        cipher = _unwrap(access, data_key)
-        return CACHE.put(
-            cipher, org_id=access.org_id, app_instance_id=access.app_instance_id, uses=1
-        )
-
-
-def _connection(access: AppAccess) -> ByokConnection:
-    if access.connection_id is None:
-        raise AppSuspended("This app has no BYOK key connection.", cause="no-connection")
-    return ByokConnection.objects.select_related("organization").get(pk=access.connection_id)
-
-
-def _session(connection: ByokConnection) -> aws.CustomerSession:
-    """The customer's role, every call of it audited as key usage of the org."""
-    return aws.assume_customer_role(
-        role_arn=connection.role_arn,
-        external_id=connection.external_id,
-        on_call=recorder_for(connection.organization),
-    )
-
-
-def _require_enabled(session: aws.CustomerSession, region: str, key_arn: str) -> None:
-    """moto lets a disabled key work: ask ``DescribeKey`` and refuse like AWS would."""
-    described = session.describe_key(region, key_arn)
-    if described.state != "Enabled":
-        err_cls = _REVOKED_KEY_STATE_ERRORS.get(described.state, aws.KeyInvalidState)
-        raise err_cls(
-            f"The key is {described.state}.",
-            region=region,
-            code=f"KeyState:{described.state}",
-            operation="DescribeKey",
-        )
-
-
-def _refused_by_aws(access: AppAccess, err: aws.AwsError, region: str) -> AppSuspended:
-    """A revoking AWS error: purge, revoke the connection now, and say so."""
-    CACHE.purge_org(access.org_id)
-    GUARD.forget_org(access.org_id)
-    if access.connection_id is not None:
-        try:
-            revoke_after_aws_refusal(
-                connection_id=access.connection_id,
-                region=region,
-                cause=err.cause,
-                detail=f"{err.code or err.cause}: {err.message}"[:300],
-            )
-        except Exception:  # noqa: BLE001 — the refusal below stands whatever happens here
-            log.exception(
-                "Revoking connection %s after an AWS refusal failed", access.connection_id
-            )
-    reason = (
-        f"AWS refused your key in {region} ({err.cause}), so key access was revoked. "
-        "App data stays unreadable until access is restored."
-    )
-    _note_failure(access.app_instance_id, reason, force=True)
-    return AppSuspended(reason, cause=err.cause)
-
-
-def _create_data_key(access: AppAccess, *, replacing: DataKey | None) -> DataKeyCipher | None:
-    """A new current DEK for the app, wrapped in every region; ``None`` if we lost a race."""
-    connection = _connection(access)
-    location = get_location(connection.location)
-    keys = {k.region: k for k in RegionalKey.objects.filter(connection=connection, is_current=True)}
-    missing = [r for r in location.regions if r not in keys]
-    if missing:
-        raise AppSuspended(
-            f"No current key is registered for {', '.join(missing)}.", cause="misconfigured"
-        )
-    context = access.encryption_context
-    primary = location.primary_region
-    region = primary
-    try:
-        session = _session(connection)
-        _require_enabled(session, primary, keys[primary].key_arn)
-        plaintext, blob, _arn = session.generate_data_key(primary, keys[primary].key_arn, context)
-        wrapped = [(keys[primary], blob)]
-        for region in location.regions[1:]:
-            _require_enabled(session, region, keys[region].key_arn)
-            wrapped.append(
-                (keys[region], session.encrypt(region, keys[region].key_arn, plaintext, context))
-            )
-    except aws.REVOKING_CAUSES as err:
-        raise _refused_by_aws(access, err, err.region or region) from err
-    except aws.AwsError as err:
-        reason = (
-            f"AWS KMS in {err.region or region} did not create a data key ({err.cause}); "
-            "try again shortly."
-        )
-        _note_failure(access.app_instance_id, reason)
-        raise KeysUnavailable(reason, cause=err.cause) from err
-    try:
-        with transaction.atomic():
-            if replacing is not None:
-                DataKey.objects.filter(pk=replacing.pk, is_current=True).update(is_current=False)
-            data_key = DataKey.objects.create(
-                app_instance_id=access.app_instance_id, encryption_context=context
-            )
-            DataKeyWrapping.objects.bulk_create(
-                DataKeyWrapping(
-                    data_key=data_key, regional_key=rk, region=rk.region, blob=wrapped_blob
-                )
-                for rk, wrapped_blob in wrapped
-            )
-    except IntegrityError:
-        return None  # another process made the app's current DEK first: use that one
-    cipher = DataKeyCipher(dek_id=data_key.pk, dek=plaintext)
-    del plaintext
-    if replacing is not None:
-        CACHE.forget_current(access.app_instance_id)
-    return cipher
-
-
-def _unwrap(access: AppAccess, data_key: DataKey) -> DataKeyCipher:
-    """``Decrypt`` a stored DEK: primary region first, then the others if it fails without
-    refusing (throttled, unreachable …). A refusal anywhere revokes at once."""
-    connection = _connection(access)
-    order = {region: i for i, region in enumerate(get_location(connection.location).regions)}
-    wrappings = sorted(
-        DataKeyWrapping.objects.filter(data_key=data_key, retired_at__isnull=True).select_related(
-            "regional_key"
-        ),
-        key=lambda w: (order.get(w.region, len(order)), -w.regional_key.generation),
-    )
-    if not wrappings:
-        raise AppSuspended(
-            "This data key has no usable wrapped copy; its data is unrecoverable.",
-            cause="keys-destroyed",
-        )
-    failures: list[aws.AwsError] = []
-    region = wrappings[0].region
-    try:
-        session = _session(connection)
-    except aws.REVOKING_CAUSES as err:
-        raise _refused_by_aws(access, err, region) from err
-    except aws.AwsError as err:
-        failures.append(err)
-        session = None
-    for wrapping in wrappings if session is not None else ():
-        region, key_arn = wrapping.region, wrapping.regional_key.key_arn
-        try:
-            _require_enabled(session, region, key_arn)
-            plaintext = session.decrypt(
-                region, key_arn, bytes(wrapping.blob), data_key.encryption_context
-            )
-        except aws.REVOKING_CAUSES as err:
-            raise _refused_by_aws(access, err, region) from err
-        except aws.AwsError as err:
-            log.warning(
-                "Unwrapping data key %s in %s failed (%s); trying the next region.",
-                data_key.pk,
-                region,
-                err.cause,
-            )
-            failures.append(err)
-            continue
-        cipher = DataKeyCipher(dek_id=data_key.pk, dek=plaintext)
-        del plaintext
-        return cipher
-    if failures and all(isinstance(f, aws.InvalidCiphertext) for f in failures):
-        reason = (
-            f"Data key #{data_key.pk} does not unwrap with its encryption context in any region."
-        )
-        _note_failure(access.app_instance_id, reason)
-        raise DecryptionFailed(reason)
-    where = ", ".join(sorted({f.region or "?" for f in failures}))
-    causes = ", ".join(sorted({f.cause for f in failures}))
-    if any(f.transient for f in failures):
-        reason = f"AWS KMS did not answer in {where} ({causes}); app data is readable again soon."
-        _note_failure(access.app_instance_id, reason)
-        raise KeysUnavailable(reason, cause=failures[-1].cause)
-    reason = f"AWS KMS would not unwrap this app's data key in {where} ({causes})."
-    _note_failure(access.app_instance_id, reason)
-    raise AppSuspended(reason, cause=failures[-1].cause)
-
-
-# --- AppDataHealth, written at most every few seconds per app and process ----------------------
-
-_health_written: dict[tuple[int, str], float] = {}
-
-
-def _throttled(app_id: int, outcome: str, force: bool = False) -> bool:
-    now = GUARD.clock()
-    last = _health_written.get((app_id, outcome))
-    if not force and last is not None and now - last < HEALTH_WRITE_INTERVAL_S:
-        return True
-    _health_written[(app_id, outcome)] = now
-    return False
-
-
-def write_health(app_id: int, **fields) -> None:
-    """Update (or create) the app's health row; best effort: it never breaks a read."""
-    try:
-        with transaction.atomic():
-            if not AppDataHealth.objects.filter(app_instance_id=app_id).update(**fields):
-                AppDataHealth.objects.get_or_create(app_instance_id=app_id, defaults=fields)
-    except DatabaseError:  # health is best effort: it never breaks a read
-        log.warning("Could not record data health of app %s", app_id, exc_info=True)
-
-
-def _note_read_ok(app_id: int) -> None:
-    if not _throttled(app_id, "ok"):
-        write_health(app_id, last_read_at=timezone.now())
-
-
-def _note_failure(app_id: int, reason: str, *, force: bool = False) -> None:
-    if not _throttled(app_id, "failure", force):
-        write_health(app_id, last_failure_at=timezone.now(), last_failure=reason[:300])
-
-
-def forget_health_throttle() -> None:
-    """Tests: let the next read or failure write its AppDataHealth row again."""
-    _health_written.clear()

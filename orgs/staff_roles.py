@@ -19,6 +19,7 @@ _LOOKUP = [
     "setup.view_requestevent",
     "setup.view_preflightrun",
     "connections.view_datakey",
+    "connections.view_scopedrevocation",
     "dataplane.view_appdatahealth",
     "reencryption.view_reencryptionrequest",
     "reencryption.view_reencryptionpreflight",

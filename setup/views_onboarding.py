@@ -13,8 +13,9 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
 from connections.models import ByokConnection
+from orgs.models import AppInstance
 from orgs.permissions import org_admin_required
-from setup import onboarding
+from setup import onboarding, scope_policies
 from setup.models import SetupRequest
 from setup.preflight import trail_of
 
@@ -41,6 +42,16 @@ def _kit_arguments(req: SetupRequest, connection: ByokConnection) -> dict:
         "trail_bucket": trail.bucket if trail else "",
         "trail_prefix": trail.prefix if trail else "",
     }
+
+
+def byok_sites_of(org, *, also: tuple[str, list[str]]) -> dict[str, list[str]]:
+    """Site name → its BYOK apps, plus the request's own site and apps (not provisioned yet)."""
+    sites: dict[str, set[str]] = {also[0]: set(also[1])}
+    for site, app in AppInstance.objects.filter(
+        site__organization=org, encryption=AppInstance.Encryption.BYOK
+    ).values_list("site__name", "app"):
+        sites.setdefault(site, set()).add(app)
+    return {site: sorted(apps) for site, apps in sites.items()}
 
 
 @never_cache
@@ -88,6 +99,14 @@ def onboarding_kit(request, org, request_id: int):
             "trail_policy": onboarding.trail_policy_for(
                 role_name=connection.role_name, trail=trail
             ),
+            "scope_denies": scope_policies.scope_denies_for(
+                role_arn=onboarding.role_arn_for(req.aws_account_id, connection.role_name),
+                org_id=org.pk,
+                sites=byok_sites_of(org, also=(req.site_name, req.apps)),
+            ),
+            "put_key_policy_commands": [
+                scope_policies.put_key_policy_command(region=r) for r in location.regions
+            ],
         },
     )
 

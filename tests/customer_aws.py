@@ -226,3 +226,40 @@ class CustomerAws:
 @pytest.fixture
 def customer_aws(mock_aws) -> CustomerAws:
     return CustomerAws()
+
+
+class _Refused:
+    """Just enough of an HTTP response for botocore to raise the parsed error."""
+
+    status_code = 400
+    headers: dict = {}
+
+
+def deny_encryption_context(hooks: list, **match: str) -> list[dict]:
+    """A customer-side ``Deny`` conditioned on ``kms:EncryptionContext:<key>``, which moto does
+    not evaluate: every KMS call whose encryption context has all of ``match`` (e.g.
+    ``app="jira", site="acme-secure"``) gets ``AccessDeniedException``, at the botocore layer
+    (``before-call.kms``), before any request is sent. Returns the contexts it refused."""
+    refused: list[dict] = []
+
+    def before_call(params, **kwargs):
+        body = params.get("body") or b"{}"
+        context = (
+            json.loads(body if isinstance(body, (bytes, str)) else b"{}").get("EncryptionContext")
+            or {}
+        )
+        if all(context.get(k) == v for k, v in match.items()):
+            refused.append(context)
+            message = (
+                "User is not authorized to perform: kms:Encrypt with an explicit deny in a "
+                "resource-based policy (injected)"
+            )
+            return _Refused(), {
+                "Error": {"Code": "AccessDeniedException", "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
+        return None
+
+    hooks.append(("before-call.kms", before_call))
+    aws.forget_sessions()  # hooks bind when a client is created
+    return refused

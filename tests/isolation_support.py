@@ -25,7 +25,13 @@ from audit.models import (
     WebhookEndpoint,
 )
 from audit.services import record_event
-from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
+from connections.models import (
+    ByokConnection,
+    DataKey,
+    DataKeyWrapping,
+    RegionalKey,
+    ScopedRevocation,
+)
 from dataplane.models import AppDataHealth, AppRecord
 from orgs.models import AppInstance, Membership, Organization, Site, User
 from orgs.staff_roles import ACCOUNT_REPS, SUPPORT_STAFF
@@ -284,6 +290,19 @@ def build_world() -> World:
         endpoint=endpoint, event=event, status="failed", attempts=5, last_status_code=500
     )
 
+    # A revoked period of the victim's data: an unscoped restore would show in the fingerprint.
+    scoped_revocation = ScopedRevocation.objects.create(
+        organization=victim,
+        kind="period",
+        period_from=timezone.now() - dt.timedelta(days=2),
+        period_to=timezone.now() - dt.timedelta(days=1),
+        revoked_by=victim_admin,
+        revoked_at=timezone.now(),
+        restore_deadline=timezone.now() + dt.timedelta(days=15),
+        reason="victim-scope-zq",
+    )
+    scoped_revocation.data_keys.set([data_key])
+
     # The throttle's records of the victim admin's sign-ins (not the probe's address: no lockout).
     seen = {"username": victim_admin.email, "ip_address": "10.7.7.7", "user_agent": "zq"}
     attempt = AccessAttempt.objects.create(
@@ -313,6 +332,7 @@ def build_world() -> World:
             "key": key,
             "data_key": data_key,
             "wrapping": wrapping,
+            "scoped_revocation": scoped_revocation,
             "record": record,
             "data_health": health,
             "setup_request": setup_request,

@@ -30,9 +30,10 @@ from django.utils import timezone
 from audit import webhooks
 from audit.models import AuditEvent, WebhookDelivery, WebhookEndpoint
 from connections import aws
+from connections.services import Scope, revoke_scope
 from dataplane import dek_cache
 from demo.acme import ACME_AWS_ACCOUNT
-from orgs.models import Organization, User
+from orgs.models import AppInstance, Organization, User
 from reencryption import services as reencryption
 from reencryption.models import ReencryptionJob
 from setup.models import SetupRequest
@@ -81,7 +82,17 @@ def acme(mock_aws, settings, django_capture_on_commit_callbacks):
         endpoint=endpoint, event=event, status="failed", attempts=5, last_status_code=500
     )
     webhooks.forget_webhook_orgs()
+    # One app revoked on its own: its restore page is walked too.
+    confluence = AppInstance.objects.get(
+        site__organization=org, app="confluence", encryption="byok"
+    )
+    scoped = revoke_scope(
+        org=org, actor=admin, scope=Scope.app(confluence.pk), reason="read-only walk"
+    )
     return {
+        "site": confluence.site,
+        "app": confluence,
+        "scoped_revocation": scoped,
         "org": org,
         "admin": admin,
         "rep": rep,
@@ -107,6 +118,10 @@ def kwargs_for(route, acme) -> dict[str, str]:
             values[name] = str(acme["delivery"].pk)
         elif name == "job_id":
             values[name] = str(acme["job"].pk)
+        elif name in ("site_id", "app_id", "revocation_id"):
+            values[name] = str(
+                acme[name.removesuffix("_id").replace("revocation", "scoped_revocation")].pk
+            )
         elif name == "region":
             values[name] = "us-east-1"
         elif name == "url":

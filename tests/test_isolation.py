@@ -168,6 +168,10 @@ RULES: dict[str, Rule] = {
     "connections:check-now": ORG_ADMIN,
     "connections:revoke-progress": ORG_ADMIN,
     "connections:restore": ORG_ADMIN,
+    "connections:revoke-site": ORG_ADMIN,
+    "connections:revoke-app": ORG_ADMIN,
+    "connections:revoke-period": ORG_ADMIN,
+    "connections:restore-scope": ORG_ADMIN,
     "setup:request": ORG_ADMIN,
     "setup:request-preflight": ORG_ADMIN,
     "setup:kit": ORG_ADMIN,
@@ -221,6 +225,9 @@ KWARG_OBJECTS = {
     "event_id": "audit_event",
     "delivery_id": "delivery",
     "job_id": "reencryption_job",
+    "site_id": "site",
+    "app_id": "app",
+    "revocation_id": "scoped_revocation",
 }
 #: URL kwargs that are not object ids.
 KWARG_VALUES = {"region": "us-east-1", "url": "no-such-page/"}

@@ -39,6 +39,19 @@ from connections.services.revoke import (
     revoke_after_aws_refusal,
     revoke_key_access,
 )
+from connections.services.scope_restore import (
+    enforce_scope_deadlines,
+    expire_overdue_scopes,
+    restore_scope,
+    verify_scope_restore,
+)
+from connections.services.scope_revoke import (
+    InvalidScope,
+    Scope,
+    keys_for_period,
+    revoke_scope,
+    revoke_scope_after_customer_denial,
+)
 
 __all__ = [
     "CAUSE_TO_KEY_STATUS",
@@ -46,17 +59,26 @@ __all__ = [
     "MONITORED_STATES",
     "REVOKED_KEY_STATES",
     "SYSTEM_IDENTITY",
+    "InvalidScope",
     "RestoreCheck",
+    "Scope",
     "check_connection_health",
     "destroy_data_keys",
     "enforce_deadlines",
+    "enforce_scope_deadlines",
     "expire_overdue_connections",
+    "expire_overdue_scopes",
+    "keys_for_period",
     "request_read_checks",
     "request_restore",
+    "restore_scope",
     "revoke_after_aws_refusal",
     "revoke_key_access",
+    "revoke_scope",
+    "revoke_scope_after_customer_denial",
     "run_health_monitor",
     "send_restore_window_reminders",
     "time_out_stuck_restores",
     "verify_restore",
+    "verify_scope_restore",
 ]

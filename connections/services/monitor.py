@@ -1,5 +1,7 @@
-"""The health monitor (beat): DescribeKey each key in use; revoke, degrade or recover; then
-enforce every deadline. Each check's outcome is counted (``byok_health_checks_total``)."""
+"""The health monitor (beat): DescribeKey each key in use; revoke, degrade or recover; probe
+each BYOK app with its own encryption context (customer-side scoped revocation); then
+enforce every deadline (the org's and each scoped revocation's). Each check's outcome is
+counted (``byok_health_checks_total``)."""
 
 import logging
 import time
@@ -30,6 +32,8 @@ from connections.services._common import (
 )
 from connections.services.expire import enforce_deadlines
 from connections.services.revoke import revoke_after_aws_refusal
+from connections.services.scope_monitor import probe_scopes
+from connections.services.scope_restore import enforce_scope_deadlines
 from core import metrics
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,10 @@ def check_connection_health(*, connection_id: int) -> str:
         )
         metrics.HEALTH_CHECKS.labels(outcome="revoked").inc()
         return S.REVOKED
+    if session is not None and transient is None:
+        # Each site and app with its own encryption context: a customer-side Deny suspends
+        # exactly that scope (``scope_monitor``).
+        probe_scopes(connection, session)
     state = _record_transient_or_healthy(connection.pk, transient)
     metrics.HEALTH_CHECKS.labels(outcome="transient" if transient else "healthy").inc()
     return state
@@ -178,5 +186,6 @@ def run_health_monitor(*, now=None) -> dict[str, str]:
             metrics.HEALTH_CHECKS.labels(outcome="error").inc()
             results[str(connection_id)] = "error"
     enforce_deadlines(now=now)
+    enforce_scope_deadlines(now=now)
     metrics.HEALTH_MONITOR_LAST_RUN.set(time.time())
     return results

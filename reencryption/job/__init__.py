@@ -49,6 +49,11 @@ never strands a job; ``apply_async(eta=…)`` starts it on time.
 stops at its next step. Restore puts a connection with a paused job back to
 ``re-encrypting`` (:func:`return_to_reencrypting_after_restore`, on the
 ``key_access_restored`` signal).
+A revoked site, app instance or period of data (``connections.ScopedRevocation``) pauses the
+job too (it would otherwise have to skip the scope's data keys and then retire the only keys
+that unwrap them): a running job pauses in the revoking transaction and at its next step, a
+scheduled one waits, and the job's status says which scopes it waits for; it resumes from its
+checkpoint when the last of them is restored.
 A KMS refusal met by the job (key disabled, access denied …) revokes like the data plane does.
 
 Every step is an audit event of the org (``StartReencryption`` … ``CompleteReencryption``);
@@ -73,7 +78,9 @@ from reencryption.job.runner import (
     enqueue_job,
     fail_jobs_for_expiry,
     pause_jobs_for_revocation,
+    pause_jobs_for_scope,
     resume_after_restore,
+    resume_after_scope_restore,
     return_to_reencrypting_after_restore,
     run_job,
     sweep_jobs,
@@ -85,7 +92,9 @@ __all__ = [
     "enqueue_job",
     "fail_jobs_for_expiry",
     "pause_jobs_for_revocation",
+    "pause_jobs_for_scope",
     "resume_after_restore",
+    "resume_after_scope_restore",
     "return_to_reencrypting_after_restore",
     "run_job",
     "sweep_jobs",

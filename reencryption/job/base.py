@@ -31,6 +31,7 @@ from reencryption.job.common import (
     job_audit,
     job_event,
     pause_locked,
+    revoked_scopes_note,
 )
 from reencryption.models import ReencryptionJob, ReencryptionMode
 
@@ -214,7 +215,15 @@ class RunnerBase:
                 pk=self.connection_id
             )
         if state[0] == S.REENCRYPTING:
-            return
+            note = revoked_scopes_note(self.connection_id)
+            if not note:
+                return
+            with transaction.atomic():
+                self._lock_connection()
+                job = self._lock_job()
+                if job is not None and job.state == J.RUNNING:
+                    pause_locked(job, note)
+            raise Stop
         with transaction.atomic():
             self._lock_connection()
             job = self._lock_job()

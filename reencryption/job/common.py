@@ -12,7 +12,8 @@ from django.utils import timezone
 from audit.services import record_event
 from connections import notifications
 from connections.lifecycle import transition
-from connections.models import ByokConnection, ConnectionState, RegionalKey
+from connections.models import ByokConnection, ConnectionState, RegionalKey, ScopedRevocation
+from connections.scope_lifecycle import OPEN_STATES
 from reencryption.models import (
     ReencryptionEvent,
     ReencryptionJob,
@@ -130,4 +131,22 @@ def fail_locked(job: ReencryptionJob, reason: str) -> None:
         lambda: notifications.connection_notice(
             connection=connection, subject="re-encryption failed", body=body
         )
+    )
+
+
+def revoked_scopes_note(connection_id: int) -> str:
+    """Why the job waits while a site, app or period of the org is revoked ("" if none): it
+    pauses rather than skip them, because retiring the old keys would strand the data of a
+    scope it skipped; it resumes from its checkpoint once every scope is restored."""
+    labels = [
+        r.label
+        for r in ScopedRevocation.objects.filter(
+            organization__byok_connection__id=connection_id, state__in=OPEN_STATES
+        ).select_related("site", "app_instance__site")[:5]
+    ]
+    if not labels:
+        return ""
+    return (
+        f"Paused: key access of {', '.join(labels)} is revoked. The job resumes from its "
+        "checkpoint once every revoked scope is restored; nothing is skipped or retired meanwhile."
     )

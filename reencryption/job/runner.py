@@ -16,7 +16,16 @@ from connections.models import ByokConnection
 from core.tasks import enqueue
 from dataplane.envelope import DecryptionFailed
 from dataplane.records import AppSuspended
-from reencryption.job.common import J, JobFailed, P, S, Stop, fail_locked, pause_locked
+from reencryption.job.common import (
+    J,
+    JobFailed,
+    P,
+    S,
+    Stop,
+    fail_locked,
+    pause_locked,
+    revoked_scopes_note,
+)
 from reencryption.job.lease import acquire, lease_is_live, release
 from reencryption.job.retirement import RetirePhase
 from reencryption.job.switch import SwitchPhase
@@ -54,6 +63,12 @@ class Runner(SwitchPhase, VerifyPhase, RetirePhase):
                 job = self._job()
 
     def _step(self, job: ReencryptionJob) -> bool:
+        if job.state in (J.SCHEDULED, J.PAUSED):
+            note = revoked_scopes_note(self.connection_id)
+            if note:  # a revoked site, app or period: wait (the sweeper tries again)
+                if job.state_reason != note[:500]:
+                    ReencryptionJob.objects.filter(pk=job.pk).update(state_reason=note[:500])
+                return False
         if job.state == J.SCHEDULED:
             return self._start()
         if job.state == J.PAUSED:
@@ -186,6 +201,28 @@ def pause_jobs_for_revocation(connection: ByokConnection, *, reason: str) -> lis
         pause_locked(job, f"Paused: key access was revoked ({reason[:200]}).")
         paused.append(job.pk)
     return paused
+
+
+def pause_jobs_for_scope(connection: ByokConnection) -> list[int]:
+    """Inside the transaction revoking a site, app or period: running jobs pause at once."""
+    note = revoked_scopes_note(connection.pk)
+    paused = []
+    for job in ReencryptionJob.objects.select_for_update(of=("self",), no_key=True).filter(
+        connection=connection, state=J.RUNNING
+    ):
+        pause_locked(job, note)
+        paused.append(job.pk)
+    return paused
+
+
+def resume_after_scope_restore(connection: ByokConnection) -> bool:
+    """Inside the transaction restoring a scope: once no scope is revoked any more, a job
+    paused for them resumes from its checkpoint after the commit."""
+    if connection.state != S.REENCRYPTING or revoked_scopes_note(connection.pk):
+        return False
+    connection_id = connection.pk
+    transaction.on_commit(lambda: resume_after_restore(connection_id))
+    return True
 
 
 def return_to_reencrypting_after_restore(connection: ByokConnection) -> bool:

@@ -9,7 +9,13 @@ from django.utils import timezone
 from moto import mock_aws
 
 from connections import aws
-from connections.models import ByokConnection, DataKey, DataKeyWrapping, RegionalKey
+from connections.models import (
+    ByokConnection,
+    DataKey,
+    DataKeyWrapping,
+    RegionalKey,
+    ScopedRevocation,
+)
 from core.locations import get_location
 from dataplane import dek_cache, envelope
 from dataplane import records as dataplane
@@ -630,9 +636,7 @@ def test_disabled_exception_from_kms_revokes_at_once(app):
     assert len(dek_cache.CACHE) == 0
 
 
-@pytest.mark.parametrize(
-    "code", ["AccessDeniedException", "NotFoundException", "KMSInvalidStateException"]
-)
+@pytest.mark.parametrize("code", ["NotFoundException", "KMSInvalidStateException"])
 def test_other_refusals_on_first_write_revoke_too(app, code):
     fail_region("GenerateDataKey", PRIMARY, aws_refusal(code, "GenerateDataKey"))
 
@@ -641,6 +645,33 @@ def test_other_refusals_on_first_write_revoke_too(app, code):
 
     assert connection_of(app).state == "revoked"
     assert not DataKey.objects.filter(app_instance=app).exists()
+
+
+def test_access_denied_to_the_apps_context_revokes_only_that_app(app):
+    """DescribeKey works, GenerateDataKey with the app's context is denied: a customer-side
+    Deny on this app's encryption context, not on the key — only the app's scope goes."""
+    fail_region("GenerateDataKey", PRIMARY, aws_refusal("AccessDeniedException", "GenerateDataKey"))
+
+    with pytest.raises(AppSuspended) as refused:
+        dataplane.store_record(app_instance=app, kind="issue", plaintext=SECRET)
+
+    assert refused.value.cause == "scope-revoked"
+    assert connection_of(app).state == "active"
+    revocation = ScopedRevocation.objects.get()
+    assert (revocation.kind, revocation.app_instance_id, revocation.source) == (
+        "app",
+        app.pk,
+        "customer-aws",
+    )
+
+
+def test_access_denied_to_describe_the_key_still_revokes_the_whole_org(app):
+    fail_region("DescribeKey", PRIMARY, aws_refusal("AccessDeniedException", "DescribeKey"))
+
+    with pytest.raises(AppSuspended):
+        dataplane.store_record(app_instance=app, kind="issue", plaintext=SECRET)
+
+    assert connection_of(app).state == "revoked"
 
 
 def test_key_disabled_in_kms_is_detected_on_a_cache_miss_although_moto_still_decrypts(app):

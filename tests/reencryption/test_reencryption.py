@@ -793,3 +793,31 @@ def test_after_re_encryption_a_new_setup_request_is_checked_on_the_new_keys(
         )
     )
     assert wrapped_under == set(new_keys.values())
+
+
+def test_revoking_one_app_pauses_the_job_saying_so_and_its_restore_resumes_it(
+    byok, rep, new_keys, records, django_capture_on_commit_callbacks
+):
+    job = approved_job(byok, rep, django_capture_on_commit_callbacks, batch_size=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = step(job, 2)
+    done_before = job.done
+    app = byok.apps[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        scope = revocation.revoke_scope(
+            org=byok.org, actor=byok.admin, scope=revocation.Scope.app(app.pk), reason="leak"
+        )
+    job.refresh_from_db()
+    assert job.state == J.PAUSED
+    assert f"{app.get_app_display()} on {app.site.name} is revoked" in job.state_reason
+    # Redelivered or swept, it waits: nothing is skipped, nothing retired, no noise.
+    assert reencryption_job.run_job(job_id=job.pk) == J.PAUSED
+    job.refresh_from_db()
+    assert job.done == done_before
+    assert AuditEvent.objects.filter(event_name="PauseReencryption").count() == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        revocation.restore_scope(org=byok.org, actor=byok.admin, revocation_id=scope.pk)
+    job.refresh_from_db()
+    assert job.state == J.COMPLETED, (job.state_reason, job.last_error)
+    assert all_readable(records)

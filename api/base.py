@@ -14,7 +14,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.problems import PROBLEM_CONTENT_TYPE, problem
+from api.problems import PROBLEM_CONTENT_TYPE, instance_of, problem
 
 
 class ProblemSerializer(serializers.Serializer):
@@ -86,7 +86,7 @@ def with_etag(request, response):
 
 def problem_response(status_code: int, detail: str, request) -> Response:
     response = Response(
-        problem(status_code, detail, instance=request.get_full_path()), status=status_code
+        problem(status_code, detail, instance=instance_of(request)), status=status_code
     )
     response.content_type = PROBLEM_CONTENT_TYPE
     return response

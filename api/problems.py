@@ -49,6 +49,13 @@ TYPES = {
 }
 
 
+def instance_of(request) -> str:
+    """The occurrence: the request's ID (``X-Request-ID``, on every log line of it), not its
+    URL, which would echo whatever ids the caller sent."""
+    request_id = getattr(request, "request_id", "") if request is not None else ""
+    return f"urn:byok-portal:request:{request_id}" if request_id else ""
+
+
 def problem(status_code: int, detail: str, *, instance: str = "", **extra) -> dict:
     body = {
         "type": PROBLEM_BASE + TYPES.get(status_code, "error"),
@@ -91,7 +98,7 @@ def exception_handler(exc, context):
     body = problem(
         response.status_code,
         _detail_text(getattr(exc, "detail", str(exc))),
-        instance=request.get_full_path() if request is not None else "",
+        instance=instance_of(request),
         **extra,
     )
     headers = {k: v for k, v in response.items() if k.lower() != "content-type"}
@@ -101,9 +108,7 @@ def exception_handler(exc, context):
 
 
 def problem_response(status_code: int, detail: str, *, request=None) -> HttpResponse:
-    body = problem(
-        status_code, detail, instance=request.get_full_path() if request is not None else ""
-    )
+    body = problem(status_code, detail, instance=instance_of(request))
     return HttpResponse(json.dumps(body), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
 
 

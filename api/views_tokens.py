@@ -72,11 +72,16 @@ def _create(request, org):
 
 
 @org_admin_required
-@otp_required_for_destructive
-@recent_auth_required
 @require_POST
 def token_revoke(request, org, token_id: int):
-    selectors.get_token_of(org=org, token_id=token_id)  # another org's token: 404
+    # Another org's token is a 404 before any step-up detour (which would hint it exists).
+    selectors.get_token_of(org=org, token_id=token_id)
+    return _revoke(request, org=org, token_id=token_id)
+
+
+@otp_required_for_destructive
+@recent_auth_required
+def _revoke(request, org, token_id: int):
     try:
         token = services.revoke_api_token(
             org=org, token_id=token_id, actor=request.user, source_ip=client_ip(request)

@@ -57,7 +57,7 @@ def test_no_or_malformed_token_is_401_problem_json_with_a_bearer_challenge(clien
         assert answer["WWW-Authenticate"].startswith("Bearer")
         problem = answer.json()
         assert problem["status"] == 401 and problem["title"] and problem["type"]
-        assert problem["instance"] == "/api/v1/orgs"
+        assert problem["instance"] == f"urn:byok-portal:request:{answer['X-Request-ID']}"
 
 
 def test_a_wrong_secret_with_a_real_prefix_is_401(client, org, admin):

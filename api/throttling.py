@@ -1,4 +1,4 @@
-"""Per-token rate limits (the cache of ``settings.CACHES``, keyed by the token's id).
+"""Per-token rate limits (the cache of ``settings.CACHES``, keyed by the token's prefix).
 
 Requests without a valid token count per client address (``api_anon``): the docs, the schema,
 and failed authentications. The rates are ``settings.API_RATE_LIMITS``, read on each request.
@@ -19,7 +19,7 @@ class ApiTokenRateThrottle(SimpleRateThrottle):
         if token is None:
             self.scope, self.ident = "api_anon", client_ip(request._request)
         else:
-            self.scope, self.ident = "api_token", f"token-{token.pk}"
+            self.scope, self.ident = "api_token", token.prefix  # unique, never reused
         self.rate = settings.API_RATE_LIMITS[self.scope]
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)

@@ -44,6 +44,17 @@ ERRORS = problems(401, 403, 404, 406, 429)
 class OrgApiView(APIView):
     #: The scope a token needs for this view; ``None``: any valid token of the organization.
     required_scope: str | None = None
+    #: The query parameters the view reads; any other is a 400 (a typo never widens a filter).
+    query_serializer = None
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        known = set(self.query_serializer().fields) if self.query_serializer else set()
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            raise exceptions.ValidationError(
+                {name[:50]: ["Unknown query parameter."] for name in unknown[:10]}
+            )
 
     def check_permissions(self, request):
         super().check_permissions(request)  # IsAuthenticated: 401 without a valid token

@@ -4,6 +4,7 @@ no webhook secret, no token hash, no external ID of the role."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from audit.filters import ARN_RE, REGION_RE
 from core.locations import LOCATION_CHOICES
 from orgs.models import AppInstance
 
@@ -128,3 +129,43 @@ class AuditEventPage(serializers.Serializer):
     next_cursor = serializers.CharField(
         allow_null=True, help_text="Pass as ``cursor`` for the next (older) page; null: last page."
     )
+
+
+class AuditQuery(serializers.Serializer):
+    """The audit page's filters as strict query parameters (the page's form then checks them
+    as on the page): present means not empty, a boolean is true or false."""
+
+    locals()["from"] = serializers.DateTimeField(
+        required=False, help_text="Events at or after this time (UTC)."
+    )
+    locals()["to"] = serializers.DateTimeField(
+        required=False, help_text="Events at or before this time (UTC)."
+    )
+    event_name = serializers.CharField(
+        required=False, min_length=1, max_length=100, help_text="Exact, e.g. Decrypt."
+    )
+    event_source = serializers.CharField(
+        required=False, min_length=1, max_length=100, help_text="Exact, e.g. kms.amazonaws.com."
+    )
+    principal = serializers.CharField(
+        required=False, min_length=1, max_length=300, help_text="An e-mail address, role ARN …"
+    )
+    resource = serializers.RegexField(
+        ARN_RE.pattern, required=False, max_length=300, help_text="The full ARN of a KMS key."
+    )
+    region = serializers.RegexField(
+        REGION_RE.pattern, required=False, max_length=30, help_text="An AWS region, or global."
+    )
+    request_id = serializers.CharField(required=False, min_length=1, max_length=100)
+    errors_only = serializers.BooleanField(required=False, default=False)
+
+
+class AuditPageQuery(AuditQuery):
+    cursor = serializers.CharField(
+        required=False, min_length=1, max_length=200, help_text="``next_cursor`` of a page."
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+
+class AuditExportQuery(AuditQuery):
+    format = serializers.ChoiceField(choices=["json", "csv"], required=False, default="json")

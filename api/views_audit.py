@@ -1,7 +1,7 @@
 """Audit events over the API: the audit page's filters, cursor pages, CloudTrail JSON, export."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -13,64 +13,40 @@ from audit.filters import AuditFilterForm
 from audit.pagination import InvalidCursor, decode_cursor, keyset_page
 from audit.request_context import client_ip, user_agent
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
 
-FILTER_PARAMETERS = [
-    OpenApiParameter("from", OpenApiTypes.DATETIME, description="Events at or after (UTC)."),
-    OpenApiParameter("to", OpenApiTypes.DATETIME, description="Events at or before (UTC)."),
-    OpenApiParameter("event_name", str, description="Exact, e.g. Decrypt."),
-    OpenApiParameter("event_source", str, description="Exact, e.g. kms.amazonaws.com."),
-    OpenApiParameter("principal", str, description="An e-mail address, role ARN or service."),
-    OpenApiParameter("resource", str, description="The full ARN of one of your KMS keys."),
-    OpenApiParameter("region", str, description="An AWS region code, or global."),
-    OpenApiParameter("request_id", str),
-    OpenApiParameter("errors_only", bool),
-]
-
-
-def _filters(request):
-    form = AuditFilterForm(request.query_params)
+def _query(request, serializer_class) -> tuple[dict, object]:
+    """The strict query parameters, then the audit page's own form over the same values."""
+    # A plain dict, not the QueryDict: DRF would read an empty HTML-form value as "absent".
+    query = serializer_class(data=request.query_params.dict())
+    query.is_valid(raise_exception=True)
+    filter_names = set(s.AuditQuery().fields)
+    form = AuditFilterForm({k: v for k, v in request.query_params.items() if k in filter_names})
     if not form.is_valid():
         raise exceptions.ValidationError(
             {field: [str(e) for e in errors] for field, errors in form.errors.items()}
         )
-    return form.filters()
-
-
-def _limit(request) -> int:
-    raw = request.query_params.get("limit", "")
-    if not raw:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise exceptions.ValidationError({"limit": [f"A number from 1 to {MAX_LIMIT}."]})
-    return int(raw)
+    return query.validated_data, form.filters()
 
 
 @extend_schema(
     tags=["audit"],
-    parameters=[
-        *FILTER_PARAMETERS,
-        OpenApiParameter("cursor", str, description="`next_cursor` of the previous page."),
-        OpenApiParameter("limit", int, description=f"1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
-    ],
+    parameters=[s.AuditPageQuery],
     responses={200: s.AuditEventPage, **problems(400), **ERRORS},
     description="The organization's audit events, newest first, each its CloudTrail record "
     "(scope `audit:read`). The filters are the audit page's.",
 )
 class AuditEventList(OrgApiView):
     required_scope = SCOPE_AUDIT_READ
+    query_serializer = s.AuditPageQuery
 
     def get(self, request, org_id: int):
-        filters = _filters(request)
-        limit = _limit(request)
-        cursor = request.query_params.get("cursor", "")
+        query, filters = _query(request, s.AuditPageQuery)
         try:
-            after = decode_cursor(cursor) if cursor else None
+            after = decode_cursor(query["cursor"]) if query.get("cursor") else None
         except InvalidCursor as exc:
             raise exceptions.ValidationError({"cursor": [str(exc)]}) from exc
         events = selectors.search_events(org=self.org, filters=filters)
-        page = keyset_page(events, size=limit, after=after)
+        page = keyset_page(events, size=query["limit"], after=after)
         return Response(
             {"Records": [e.record for e in page.items], "next_cursor": page.older_cursor}
         )
@@ -89,10 +65,7 @@ class AuditEventDetail(OrgApiView):
 
 @extend_schema(
     tags=["audit"],
-    parameters=[
-        *FILTER_PARAMETERS,
-        OpenApiParameter("format", str, enum=sorted(export.FORMATS), default="json"),
-    ],
+    parameters=[s.AuditExportQuery],
     responses={
         (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, "The JSON export."),
         (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, "The CSV export."),
@@ -104,16 +77,14 @@ class AuditEventDetail(OrgApiView):
 )
 class AuditExport(OrgApiView):
     required_scope = SCOPE_AUDIT_READ
+    query_serializer = s.AuditExportQuery
 
     def get(self, request, org_id: int):
-        fmt = request.query_params.get("format", "json")
-        if fmt not in export.FORMATS:
-            raise exceptions.ValidationError({"format": ["Use json or csv."]})
-        filters = _filters(request)
+        query, filters = _query(request, s.AuditExportQuery)
         return export.export_response(
             org=self.org,
             filters=filters,
-            fmt=fmt,
+            fmt=query["format"],
             actor=request.user,
             source_ip=client_ip(request._request),
             user_agent=user_agent(request._request),

@@ -15,7 +15,7 @@ import schemathesis
 from django.core.wsgi import get_wsgi_application
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import ignored_auth, positive_data_acceptance
 
 from api.models import SCOPES
 from audit.services import record_event
@@ -88,3 +88,42 @@ def _assert_nothing_of_the_victim(response):
     text = response.text or ""
     leaked = [s for s in VICTIM_SENTINELS if s in text]
     assert not leaked, f"shows another organization's {leaked}"
+
+
+def test_stateful_sequences_follow_the_schemas_links(fuzz_world):
+    """Sequences of calls (the schema's links: a submitted setup request read back by its id,
+    an audit page to the next page and to an event), state carried between them (a revocation
+    and what reads show after it), the same checks at every step."""
+    world = fuzz_world
+    answered = set()
+
+    class Workflow(schema.as_state_machine()):
+        def before_call(self, case):
+            if "org_id" in (case.path_parameters or {}):
+                case.path_parameters["org_id"] = world["org"].pk
+
+        def get_call_kwargs(self, case):
+            return {"headers": world["headers"]}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            # ignored_auth re-sends with these kwargs (the token) and so cannot strip the token
+            # here; the test above runs it, and tests/api/test_tokens_auth.py covers 401s.
+            case.validate_response(
+                response,
+                excluded_checks=[positive_data_acceptance, ignored_auth],
+                transport_kwargs=kwargs,
+            )
+            _assert_nothing_of_the_victim(response)
+            answered.add((case.method, case.path, response.status_code))
+
+    Workflow.run(
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=6,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    # Sequences ran and changed state (a revocation, then reads of the revoked connection).
+    assert ("POST", "/api/v1/orgs/{org_id}/byok/revoke", 200) in answered, sorted(answered)

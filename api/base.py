@@ -42,8 +42,9 @@ ERRORS = problems(401, 403, 404, 406, 429)
 
 
 class OrgApiView(APIView):
-    #: The scope a token needs for this view; ``None``: any valid token of the organization.
-    required_scope: str | None = None
+    #: The scope a token needs for this view (or per method: ``{"POST": …}``, the rest
+    #: ``"*"``); ``None``: any valid token of the organization.
+    required_scope: str | dict[str, str] | None = None
     #: The query parameters the view reads; any other is a 400 (a typo never widens a filter).
     query_serializer = None
 
@@ -63,10 +64,11 @@ class OrgApiView(APIView):
         if org_id is not None and int(org_id) != token.organization_id:
             raise exceptions.NotFound("No such organization.")
         self.org = token.organization
-        if self.required_scope and not token.has_scope(self.required_scope):
-            raise exceptions.PermissionDenied(
-                f"This token does not have the {self.required_scope!r} scope."
-            )
+        scope = self.required_scope
+        if isinstance(scope, dict):
+            scope = scope.get(request.method, scope.get("*"))
+        if scope and not token.has_scope(scope):
+            raise exceptions.PermissionDenied(f"This token does not have the {scope!r} scope.")
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

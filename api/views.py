@@ -1,7 +1,7 @@
 """The REST API's resources (``/api/v1/``). Thin: selectors to read, services to act."""
 
-from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
+from django.db.models import prefetch_related_objects
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -14,7 +14,7 @@ from audit.webhooks import endpoint_of
 from connections import selectors as connection_selectors
 from integrations.ingestion import source_of
 from orgs.eligibility import byok_eligibility
-from orgs.models import AppInstance
+from orgs.selectors import sites_with_apps
 from reencryption import selectors as reencryption_selectors
 from setup import selectors as setup_selectors
 from setup import services as setup_services
@@ -53,6 +53,14 @@ class ConnectionDetail(OrgApiView):
 @extend_schema(
     tags=["byok"],
     request=s.RevokeInput,
+    parameters=[
+        OpenApiParameter(
+            "Idempotency-Key",
+            str,
+            OpenApiParameter.HEADER,
+            description="At most 200 characters; e.g. the playbook run's ID.",
+        )
+    ],
     responses={200: s.ConnectionSerializer, **problems(400, 409, 415, 422), **ERRORS},
     description=(
         "The kill switch: revokes key access exactly as the BYOK page does (the same service, "
@@ -105,19 +113,12 @@ class SiteList(OrgApiView):
     required_scope = SCOPE_READ
 
     def get(self, request, org_id: int):
-        sites = self.org.sites.order_by("name").prefetch_related(
-            Prefetch("app_instances", queryset=AppInstance.objects.order_by("app"))
-        )
-        return Response(s.SiteSerializer(sites, many=True).data)
+        prefetch_related_objects([self.org], sites_with_apps())
+        return Response(s.SiteSerializer(self.org.sites.all(), many=True).data)
 
 
 class SetupRequestList(OrgApiView):
-    def get_required_scope(self, request):
-        return SCOPE_SETUP_WRITE if request.method == "POST" else SCOPE_READ
-
-    def check_permissions(self, request):
-        self.required_scope = self.get_required_scope(request)
-        super().check_permissions(request)
+    required_scope = {"POST": SCOPE_SETUP_WRITE, "*": SCOPE_READ}
 
     @extend_schema(tags=["setup"], responses={200: s.SetupRequestSerializer(many=True), **ERRORS})
     def get(self, request, org_id: int):
@@ -136,7 +137,7 @@ class SetupRequestList(OrgApiView):
         data = body.validated_data
         eligibility = byok_eligibility(self.org)
         if not eligibility:
-            raise services.TokenRefused(eligibility.reason)
+            raise setup_services.RequestActionRefused(eligibility.reason)
         form = SetupRequestForm(_setup_form_data(data, request), org=self.org)
         if not form.is_valid():
             raise exceptions.ValidationError(

@@ -191,3 +191,29 @@ def test_schema_and_docs_are_served_by_the_portal_under_its_csp(client):
     assert "script-src 'self'" in docs["Content-Security-Policy"]
     script = client.get("/api/v1/docs/?script=")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
+
+
+def test_the_schema_is_valid_openapi_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yml"))
+    assert "Idempotency-Key" in (tmp_path / "s.yml").read_text()
+
+
+def test_a_plan_without_byok_gets_409_with_the_reason(client, byok_org, byok_admin):
+    byok_org.plan = "standard"
+    byok_org.save()
+    token = make_token(byok_org, byok_admin, ["setup:write"])
+    answer = client.post(
+        f"/api/v1/orgs/{byok_org.pk}/setup-requests",
+        {
+            "aws_account_id": "123456789012",
+            "site_name": "acme-x",
+            "location": "us",
+            "apps": ["jira"],
+        },
+        content_type="application/json",
+        **bearer(token),
+    )
+    assert answer.status_code == 409
+    assert "Enterprise plan" in answer.json()["detail"]

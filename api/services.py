@@ -112,6 +112,20 @@ def revoke_api_token(*, org, token_id: int, actor, source_ip: str = "") -> ApiTo
     return token
 
 
+def record_refused_kill_switch(*, token: ApiToken, source_ip: str) -> None:
+    """A token without ``keys:revoke`` tried the kill switch: the security team hears of it."""
+    record_event(
+        org=token.organization,
+        event_name="UseApiToken",
+        user_identity=token_identity(token),
+        source_ip=source_ip,
+        request_parameters={"scope": SCOPE_KEYS_REVOKE, "operation": "RevokeKeyAccess"},
+        response_elements={"status": 403},
+        error_code="AccessDenied",
+        error_message=f"The token does not have the {SCOPE_KEYS_REVOKE!r} scope.",
+    )
+
+
 def note_token_use(*, token: ApiToken, ip: str) -> None:
     """Last-used time and address, written at most once a minute per token (one UPDATE)."""
     now = timezone.now()

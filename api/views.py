@@ -76,6 +76,16 @@ class ConnectionDetail(OrgApiView):
 class RevokeKeyAccess(OrgApiView):
     required_scope = SCOPE_KEYS_REVOKE
 
+    def check_permissions(self, request):
+        try:
+            super().check_permissions(request)
+        except exceptions.PermissionDenied:
+            # The token is the org's (else 404) but lacks the scope: audit the attempt.
+            services.record_refused_kill_switch(
+                token=request.auth, source_ip=client_ip(request._request)
+            )
+            raise
+
     def post(self, request, org_id: int):
         if connection_selectors.connection_of(self.org) is None:
             raise exceptions.NotFound("This organization has no BYOK connection.")

@@ -50,6 +50,8 @@ def test_read_token_gets_403_and_nothing_changes(client, byok_org, byok_admin):
     assert answer["Content-Type"] == "application/problem+json"
     assert ByokConnection.objects.get(organization=byok_org).state == "active"
     assert not AuditEvent.objects.filter(event_name="RevokeKeyAccess").exists()
+    attempt = AuditEvent.objects.get(event_name="UseApiToken", organization=byok_org)
+    assert attempt.record["errorCode"] == "AccessDenied"
 
 
 def test_second_revoke_without_a_key_is_409_with_the_reason(client, byok_org, byok_admin):

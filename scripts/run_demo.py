@@ -87,7 +87,7 @@ def api_lines(api: dict | None) -> list[str]:
         lines += [
             "  A read-only demo token of Acme's admin (expires in a day):",
             f"  curl -H 'Authorization: Bearer {api['token']}' \\",
-            f"       {base}/api/v1/orgs/{api['org_id']}/audit/events?limit=5",
+            f"       '{base}/api/v1/orgs/{api['org_id']}/audit/events?limit=5'",
         ]
     return lines
 

@@ -112,7 +112,7 @@ lint: deps
 # --- production readiness ----------------------------------------------------------------
 # Production-like settings: DEBUG off, a random SECRET_KEY and audit signing key, PostgreSQL and
 # Redis URLs (never connected to: check --deploy needs no database), a throw-away var/ dir.
-BANDIT_PATHS := byokportal core orgs audit security connections dataplane review setup reencryption integrations manage.py
+BANDIT_PATHS := byokportal api core orgs audit security connections dataplane review setup reencryption integrations manage.py
 # pip-audit asks PyPI's JSON API for known vulnerabilities: run only when that answers.
 PIP_AUDIT_PROBE := import json, sys, urllib.request; \
 	url = "https://pypi.org/pypi/django/4.2/json"; \

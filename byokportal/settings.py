@@ -65,6 +65,10 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "security",  # after otp_totp: its admin.py replaces the TOTP device admin
     "django_prometheus",  # request metrics for /metrics (byokportal/metrics.py)
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets, served by the portal (no CDN)
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -495,3 +499,49 @@ CELERY_BEAT_SCHEDULE.update(
         },
     }
 )
+
+# --- The REST API (/api/v1/, the api app) -----------------------------------------------------
+# The cache holds the per-token rate limits: in production point CACHE_URL at Redis so every
+# gunicorn worker counts against the same limit (the default is per process).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+API_TOKEN_MAX_LIFETIME_DAYS = 365
+# Requests per token (and, before a token is known, per client address); api.throttling.
+API_RATE_LIMITS = {
+    "api_token": env.str("API_TOKEN_RATE", default="300/min"),
+    "api_anon": env.str("API_ANON_RATE", default="120/min"),
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiTokenRateThrottle"],
+    "EXCEPTION_HANDLER": "api.problems.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.ApiAutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    # ``format`` is the audit export's own parameter (json or csv), not DRF's renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BYOK Portal API",
+    "DESCRIPTION": (
+        "Read your organization's BYOK connection, sites, requests and audit events, and pull "
+        "the kill switch from a security playbook. Authenticate with an org API token "
+        "(`Authorization: Bearer byok_…`), created by an org admin on the API tokens page. "
+        "Errors are RFC 9457 problem details (`application/problem+json`). Restoring key "
+        "access is deliberately not in the API: it stays in the browser, with step-up."
+    ),
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_links",
+    ],
+}

@@ -36,4 +36,9 @@ urlpatterns = [
     path("", include("review.urls")),
     path("", include("audit.urls")),
     path("", include("integrations.urls")),
+    path("", include("api.urls")),
 ]
+
+# Under /api/ both answer with RFC 9457 problem+json; elsewhere the portal's pages.
+handler404 = "api.problems.page_not_found"
+handler500 = "api.problems.server_error"

@@ -47,6 +47,7 @@ STAFF_GROUP_PERMISSIONS: dict[str, list[str]] = {
         "connections.run_health_check",
         "setup.run_preflight",
         "connections.resend_notification",
+        "api.view_apitoken",  # which tokens an org has, their scopes and use; never the hash
     ],
 }
 

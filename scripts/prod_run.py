@@ -103,6 +103,8 @@ def production_env(launch: Launch, base: dict[str, str] | None = None) -> dict[s
     env.setdefault(
         "METRICS_TOKEN", _secret(launch.var, "metrics-token", lambda: secrets.token_urlsafe(32))
     )
+    # The API's per-token rate limits count in the cache: one Redis for every process.
+    env.setdefault("CACHE_URL", launch.broker_url)
     env.update(
         DATABASE_URL=launch.database_url,
         CELERY_BROKER_URL=launch.broker_url,

@@ -4,6 +4,8 @@ Order: start moto_server → migrate → wait for moto → seed_demo (orgs, user
 records, replacement keys, a CloudTrail bucket imported into Acme's audit log) → sign a first
 audit digest of every chain (so the demo export verifies) → Celery worker (with embedded
 beat; in the demo it signs digests every AUDIT_DIGEST_INTERVAL_S, 5 minutes) → runserver.
+It prints the demo logins, and a read-only API token of Acme's admin with a ``curl`` that lists
+the audit events (``demo_api_token``, DEBUG only).
 Ctrl-C (SIGINT) or SIGTERM stops every child; so does any child exiting on its own. Children
 run in their own process groups, so a terminal's Ctrl-C reaches only this supervisor, which
 then shuts them down: web and worker (warm shutdown), then moto.
@@ -12,8 +14,10 @@ Environment: PORT (8000), MOTO_PORT (5000), HOST (127.0.0.1), RELOAD (1: runserv
 code changes; the worker does not); anything else is passed through.
 """
 
+import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,7 +64,35 @@ def demo_env() -> dict[str, str]:
     return env
 
 
-def print_logins() -> None:
+def demo_api_token(env: dict[str, str]) -> dict | None:
+    """A read-only token of Acme's admin (``demo_api_token``), or None if that failed."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "demo_api_token"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        log(f"demo_api_token failed: {result.stderr.strip()[-300:]}")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def api_lines(api: dict | None) -> list[str]:
+    base = f"http://{HOST}:{PORT}"
+    lines = [
+        f"REST API: {base}/api/v1/docs/ (OpenAPI schema: {base}/api/v1/schema/).",
+        f"  Create a token as admin@acme.example on {base}/orgs/<id>/api-tokens/ (the org's",
+        "  page links it; scopes read, audit:read, keys:revoke, setup:write; shown once).",
+    ]
+    if api:
+        lines += [
+            "  A read-only demo token of Acme's admin (expires in a day):",
+            f"  curl -H 'Authorization: Bearer {api['token']}' \\",
+            f"       '{base}/api/v1/orgs/{api['org_id']}/audit/events?limit=5'",
+        ]
+    return lines
+
+
+def print_logins(api: dict | None = None) -> None:
     width = max(len(u.email) for u in DEMO_USERS)
     lines = [
         "",
@@ -71,6 +103,7 @@ def print_logins() -> None:
         "Acme (admin@acme.example) shows everything: BYOK keys and encrypted records, the",
         "  replacement keys deployed (a re-encryption's preflight passes) and its own CloudTrail",
         "  imported into the audit log (a day of log files in a trail bucket in moto).",
+        *api_lines(api),
         "",
     ]
     print("\n".join(lines), flush=True)
@@ -107,6 +140,8 @@ def main() -> int:
             "from demo.seed import sign_first_digests as s; print(s())",
         )
 
+        api = demo_api_token(env)
+
         worker_cmd = [
             sys.executable, "-m", "celery", "-A", "byokportal", "worker", "-B",
             "-l", "info", "--concurrency", "2",
@@ -120,7 +155,7 @@ def main() -> int:
         children.append(web)
         health = f"http://{HOST}:{PORT}/healthz"
         wait_until("the portal to answer", lambda: http_answers(health), web, 60)
-        print_logins()
+        print_logins(api)
 
         status = watch(children)
     except Stop:

@@ -16,6 +16,8 @@ from django.db import connection as db
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from api.models import ApiToken
+from api.services import create_api_token
 from audit.models import (
     AuditEvent,
     ChainDigest,
@@ -170,6 +172,7 @@ VICTIM_SCOPE = {
     IngestedFile: "source__organization",
     WebhookEndpoint: "organization",
     WebhookDelivery: "endpoint__organization",
+    ApiToken: "organization",
 }
 #: Fields that legitimately move without anyone acting on the victim's data.
 VOLATILE_FIELDS = {User: {"last_login"}}
@@ -319,6 +322,13 @@ def build_world() -> World:
         organization=other, aws_account_id="121212121212", location="us", state="active"
     )
     record_event(org=other, event_name="OtherOrgEvent", actor=other_admin)
+    api_token, _whole = create_api_token(
+        org=victim,
+        actor=victim_admin,
+        name="victim-token-zq",
+        scopes=["read"],
+        expires_at=timezone.now() + dt.timedelta(days=30),
+    )
 
     return World(
         objects={
@@ -352,6 +362,7 @@ def build_world() -> World:
             "access_attempt": attempt,
             "access_log": access_log,
             "access_failure_log": failure_log,
+            "api_token": api_token,
         },
         users={
             "anonymous": None,
@@ -372,6 +383,7 @@ def build_world() -> World:
             str(event.event_id),
             "siem.victim.example",
             "victim-trail-zq",
+            "victim-token-zq",
         ],
     )
 

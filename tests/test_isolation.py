@@ -144,6 +144,12 @@ SCRAPER_ONLY = rule(
     rep={"401", NOT_FOUND}, support={"401", NOT_FOUND}, superuser={"401", NOT_FOUND},
 )  # fmt: skip
 
+# The REST API answers org API tokens only, never a session: 401 for every signed-in role.
+# (Tokens themselves: tests/api/test_isolation_api.py, every API route × scope × role.)
+API_TOKEN_ONLY = rule(
+    anonymous="401", member="401", other_admin="401", rep="401", support="401", superuser="401",
+)  # fmt: skip
+
 RULES: dict[str, Rule] = {
     # Public: health, sign-in, the audit trust endpoints.
     "healthz": PUBLIC,
@@ -194,6 +200,32 @@ RULES: dict[str, Rule] = {
     "integrations:delivery-retry": ORG_ADMIN,
     "integrations:acknowledge-unexplained": ORG_ADMIN,
     # Account representatives' pages.
+    # The REST API, its public schema and docs, and the org admins' API tokens page.
+    "api:schema": PUBLIC,
+    "api:docs": PUBLIC,
+    "api:tokens": ORG_ADMIN,
+    "api:token-revoke": ORG_ADMIN,
+    **{
+        f"api:{name}": API_TOKEN_ONLY
+        for name in (
+            "orgs",
+            "org",
+            "byok",
+            "byok-revoke",
+            "sites",
+            "setup-requests",
+            "setup-request",
+            "audit-events",
+            "audit-event",
+            "audit-export",
+            "cloudtrail-source",
+            "webhook",
+        )
+    },  # fmt: skip
+    "api:reencryption-requests": API_TOKEN_ONLY,
+    "api:reencryption-request": Rule(
+        **{**API_TOKEN_ONLY.__dict__, "ids": {"request_id": "reencryption"}}
+    ),
     "review:queue": ACCOUNT_REP,
     "setup:staff-detail": ACCOUNT_REP,
     "setup:staff-preflight": ACCOUNT_REP,
@@ -228,6 +260,7 @@ KWARG_OBJECTS = {
     "site_id": "site",
     "app_id": "app",
     "revocation_id": "scoped_revocation",
+    "token_id": "api_token",
 }
 #: URL kwargs that are not object ids.
 KWARG_VALUES = {"region": "us-east-1", "url": "no-such-page/"}
@@ -352,7 +385,7 @@ def probe(role: str, world: World, *, own_org_pass: bool = False) -> list[str]:
         allowed = rule.allowed(role)
         foreign = bool(object_kwargs(route, rule))
         for method in ("get", "post"):
-            if own_org_pass:
+            if own_org_pass and rule.anonymous != API_TOKEN_ONLY.anonymous:
                 # The user's own org with the victim's object ids: never the object, and no
                 # "done" redirect either (a POST-only view answers GET with 405).
                 allowed = (

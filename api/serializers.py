@@ -49,12 +49,27 @@ class AppInstanceSerializer(serializers.Serializer):
     encryption = serializers.CharField()
     status = serializers.CharField()
     status_reason = serializers.CharField()
+    scoped_revocation_id = serializers.SerializerMethodField(
+        help_text="The scoped revocation that takes this app's key access away on its own "
+        "(the app, or its site); null when none does."
+    )
+
+    def get_scoped_revocation_id(self, app) -> int | None:
+        revoked = self.context.get("revoked_scopes") or {"sites": {}, "apps": {}}
+        return revoked["apps"].get(app.pk) or revoked["sites"].get(app.site_id)
 
 
 class SiteSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
+    scoped_revocation_id = serializers.SerializerMethodField(
+        help_text="The scoped revocation of the whole site; null when none."
+    )
     app_instances = AppInstanceSerializer(many=True)
+
+    def get_scoped_revocation_id(self, site) -> int | None:
+        revoked = self.context.get("revoked_scopes") or {"sites": {}}
+        return revoked["sites"].get(site.pk)
 
 
 class SetupRequestSerializer(serializers.Serializer):
@@ -120,6 +135,55 @@ class RevokeInput(serializers.Serializer):
     reason = serializers.CharField(
         max_length=500, help_text="Why key access is revoked; recorded in the audit log."
     )
+
+
+class ScopedRevocationSerializer(serializers.Serializer):
+    """One site, app instance or period of data whose key access was revoked on its own."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="`site`, `app` or `period`.")
+    site_id = serializers.IntegerField(allow_null=True)
+    app_instance_id = serializers.IntegerField(allow_null=True)
+    period_from = serializers.DateTimeField(allow_null=True)
+    period_to = serializers.DateTimeField(allow_null=True)
+    covered_from = serializers.DateTimeField(
+        allow_null=True,
+        help_text="A period revokes whole data keys (one per app, replaced about daily): the "
+        "span of data actually refused, which contains the requested period.",
+    )
+    covered_to = serializers.DateTimeField(allow_null=True)
+    state = serializers.CharField()
+    source = serializers.CharField(help_text="`portal` or `customer-aws` (a key-policy Deny).")
+    reason = serializers.CharField()
+    revoked_at = serializers.DateTimeField()
+    restore_deadline = serializers.DateTimeField()
+    restored_at = serializers.DateTimeField(allow_null=True)
+
+
+class ScopedRevokeInput(serializers.Serializer):
+    """What to revoke: a site (``site_id``), an app instance (``app_id``) or a period of data
+    (``start`` and ``end``, UTC; the end at the latest now)."""
+
+    FIELDS_OF_KIND = {"site": ("site_id",), "app": ("app_id",), "period": ("start", "end")}
+
+    kind = serializers.ChoiceField(choices=sorted(FIELDS_OF_KIND))
+    site_id = serializers.IntegerField(required=False, min_value=1)
+    app_id = serializers.IntegerField(required=False, min_value=1)
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+    reason = serializers.CharField(
+        max_length=500, help_text="Why key access is revoked; recorded in the audit log."
+    )
+
+    def validate(self, data):
+        wanted = self.FIELDS_OF_KIND[data["kind"]]
+        errors = {name: ["Required for this kind of scope."] for name in wanted if name not in data}
+        for other in {f for fields in self.FIELDS_OF_KIND.values() for f in fields} - set(wanted):
+            if other in data:
+                errors[other] = [f"Not part of a {data['kind']} scope."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return data
 
 
 class AuditEventPage(serializers.Serializer):

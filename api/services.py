@@ -1,8 +1,9 @@
 """Token changes and the kill switch's API front: each a transaction with its audit event.
 
 Business actions stay in their apps: the kill switch is ``connections.services.
-revoke_key_access`` (the page's service, so the same audit event and notices); this module
-adds what belongs to the API itself: the token's own audit trail and idempotency.
+revoke_key_access`` and, for one site, app or period, ``revoke_scope`` (the page's services,
+so the same audit events and notices); this module adds what belongs to the API itself: the
+token's own audit trail and idempotency.
 """
 
 import hashlib
@@ -18,7 +19,7 @@ from api.models import SCOPE_KEYS_REVOKE, SCOPES, ApiToken, IdempotencyRecord
 from api.tokens import new_token
 from audit.services import record_event
 from connections.lifecycle import TransitionNotAllowed
-from connections.services import revoke_key_access
+from connections.services import InvalidScope, Scope, revoke_key_access, revoke_scope
 from core.errors import NotAllowed, NotFound
 from orgs.models import Membership
 
@@ -112,14 +113,16 @@ def revoke_api_token(*, org, token_id: int, actor, source_ip: str = "") -> ApiTo
     return token
 
 
-def record_refused_kill_switch(*, token: ApiToken, source_ip: str) -> None:
+def record_refused_kill_switch(
+    *, token: ApiToken, source_ip: str, operation: str = "RevokeKeyAccess"
+) -> None:
     """A token without ``keys:revoke`` tried the kill switch: the security team hears of it."""
     record_event(
         org=token.organization,
         event_name="UseApiToken",
         user_identity=token_identity(token),
         source_ip=source_ip,
-        request_parameters={"scope": SCOPE_KEYS_REVOKE, "operation": "RevokeKeyAccess"},
+        request_parameters={"scope": SCOPE_KEYS_REVOKE, "operation": operation},
         response_elements={"status": 403},
         error_code="AccessDenied",
         error_message=f"The token does not have the {SCOPE_KEYS_REVOKE!r} scope.",
@@ -172,9 +175,12 @@ def revoke_key_access_with_token(
     source_ip: str,
     idempotency_key: str = "",
     fingerprint: str = "",
-    describe_connection,
+    describe,
+    scope: Scope | None = None,
 ) -> ApiAnswer:
-    """The kill switch pulled with ``token`` (scope ``keys:revoke``, checked by the caller).
+    """The kill switch pulled with ``token`` (scope ``keys:revoke``, checked by the caller):
+    the whole organization, or only ``scope`` (one site, app instance or period of data).
+    ``describe`` turns the result (the connection, or the scoped revocation) into the body.
 
     With an ``idempotency_key``, the first answer is stored with the token and the key, and
     the same key with the same request replays it; with another request it is refused.
@@ -190,7 +196,8 @@ def revoke_key_access_with_token(
             source_ip=source_ip,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
-            describe_connection=describe_connection,
+            describe=describe,
+            scope=scope,
         )
     except IntegrityError:
         # A concurrent request with the same key committed first: answer what it answered.
@@ -200,9 +207,34 @@ def revoke_key_access_with_token(
         return replay
 
 
+def _problem(status: int, slug: str, title: str, detail: str) -> ApiAnswer:
+    return ApiAnswer(
+        status,
+        {
+            "type": f"https://byok.vendor.example/problems/{slug}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+        },
+    )
+
+
+def _scope_parameters(scope: Scope | None) -> dict | None:
+    if scope is None:
+        return None
+    described = {
+        "kind": scope.kind,
+        "siteId": scope.site_id,
+        "appInstanceId": scope.app_instance_id,
+    }
+    for name, moment in (("from", scope.period_from), ("to", scope.period_to)):
+        described[name] = moment.isoformat() if moment else None
+    return {key: value for key, value in described.items() if value is not None}
+
+
 @transaction.atomic
 def _revoke_and_store(
-    *, token, reason, source_ip, idempotency_key, fingerprint, describe_connection
+    *, token, reason, source_ip, idempotency_key, fingerprint, describe, scope
 ) -> ApiAnswer:
     org, actor = token.organization, token.created_by
     if idempotency_key:
@@ -214,28 +246,26 @@ def _revoke_and_store(
             status_code=0,
             response_body={},
         )
-    error = ""
+    error = error_code = ""
+    stated = f"{reason} (API token {token.display_id})"
     try:
-        # Scoped revocation (connections.services, the "Scoped revocation" issue) is exposed
-        # here when it lands: the lead wires an optional scope from the request body through
-        # to it. Until then the API revokes the whole organization, as the page does.
-        connection = revoke_key_access(
-            org=org, actor=actor, reason=f"{reason} (API token {token.display_id})",
-            source_ip=source_ip,
-        )  # fmt: skip
+        if scope is None:
+            result = revoke_key_access(org=org, actor=actor, reason=stated, source_ip=source_ip)
+        else:  # each service runs in its own savepoint: a refusal leaves nothing behind
+            result = revoke_scope(
+                org=org, actor=actor, scope=scope, reason=stated, source_ip=source_ip
+            )
+    except InvalidScope as exc:  # the request names something that cannot be revoked
+        error, error_code = str(exc), "InvalidScope"
+        answer = _problem(400, "invalid-scope", "Invalid scope", error)
     except TransitionNotAllowed as exc:
-        error = str(exc)
-        answer = ApiAnswer(
-            409,
-            {
-                "type": "https://byok.vendor.example/problems/not-allowed",
-                "title": "Not allowed in this state",
-                "status": 409,
-                "detail": error,
-            },
-        )
+        error, error_code = str(exc), "NotAllowed"
+        answer = _problem(409, "not-allowed", "Not allowed in this state", error)
+    except NotFound as exc:  # a site or app id that is not this organization's
+        error, error_code = str(exc), "NotFound"
+        answer = _problem(404, "not-found", "Not found", error)
     else:
-        answer = ApiAnswer(200, describe_connection(connection))
+        answer = ApiAnswer(200 if scope is None else 201, describe(result))
     record_event(
         org=org,
         event_name="UseApiToken",
@@ -243,12 +273,13 @@ def _revoke_and_store(
         source_ip=source_ip,
         request_parameters={
             "scope": SCOPE_KEYS_REVOKE,
-            "operation": "RevokeKeyAccess",
+            "operation": "RevokeKeyAccess" if scope is None else "RevokeScopedKeyAccess",
+            "revocationScope": _scope_parameters(scope),
             "reason": reason,
             "idempotencyKey": idempotency_key or None,
         },
         response_elements={"status": answer.status},
-        error_code="NotAllowed" if error else "",
+        error_code=error_code,
         error_message=error,
     )
     if idempotency_key:

@@ -16,6 +16,11 @@ urlpatterns = [
     path(ORG, views.OrganizationDetail.as_view(), name="org"),
     path(f"{ORG}/byok", views.ConnectionDetail.as_view(), name="byok"),
     path(f"{ORG}/byok/revoke", views.RevokeKeyAccess.as_view(), name="byok-revoke"),
+    path(
+        f"{ORG}/byok/scoped-revocations",
+        views.ScopedRevocationList.as_view(),
+        name="byok-scoped-revocations",
+    ),
     path(f"{ORG}/sites", views.SiteList.as_view(), name="sites"),
     path(f"{ORG}/setup-requests", views.SetupRequestList.as_view(), name="setup-requests"),
     path(

@@ -12,6 +12,7 @@ from api.models import SCOPE_KEYS_REVOKE, SCOPE_READ, SCOPE_SETUP_WRITE
 from audit.request_context import client_ip
 from audit.webhooks import endpoint_of
 from connections import selectors as connection_selectors
+from connections.services import Scope
 from integrations.ingestion import source_of
 from orgs.eligibility import byok_eligibility
 from orgs.selectors import sites_with_apps
@@ -103,7 +104,7 @@ class RevokeKeyAccess(OrgApiView):
                 fingerprint=services.request_fingerprint(
                     method="POST", path=request.path, body=dict(body.validated_data)
                 ),
-                describe_connection=lambda c: dict(s.ConnectionSerializer(c).data),
+                describe=lambda c: dict(s.ConnectionSerializer(c).data),
             )
         except services.IdempotencyConflict as exc:
             return problem_response(422, str(exc), request)
@@ -116,15 +117,106 @@ class RevokeKeyAccess(OrgApiView):
         return response
 
 
+def _scope_of(data: dict) -> Scope:
+    if data["kind"] == "site":
+        return Scope.site(data["site_id"])
+    if data["kind"] == "app":
+        return Scope.app(data["app_id"])
+    return Scope.period(data["start"], data["end"])
+
+
+class ScopedRevocationList(OrgApiView):
+    """Scoped revocations: one site, app instance or period of data at a time."""
+
+    required_scope = {"POST": SCOPE_KEYS_REVOKE, "*": SCOPE_READ}
+
+    def check_permissions(self, request):
+        try:
+            super().check_permissions(request)
+        except exceptions.PermissionDenied:
+            if request.method == "POST":  # the org's token without keys:revoke: audited
+                services.record_refused_kill_switch(
+                    token=request.auth,
+                    source_ip=client_ip(request._request),
+                    operation="RevokeScopedKeyAccess",
+                )
+            raise
+
+    @extend_schema(
+        tags=["byok"], responses={200: s.ScopedRevocationSerializer(many=True), **ERRORS}
+    )
+    def get(self, request, org_id: int):
+        revocations = connection_selectors.scoped_revocations_of(self.org)
+        return Response(s.ScopedRevocationSerializer(revocations, many=True).data)
+
+    @extend_schema(
+        tags=["byok"],
+        request=s.ScopedRevokeInput,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="At most 200 characters; e.g. the playbook run's ID.",
+            )
+        ],
+        responses={
+            201: s.ScopedRevocationSerializer,
+            **problems(400, 404, 409, 415, 422),
+            **ERRORS,
+        },
+        description=(
+            "Scoped revocation: takes away key access of one site, one app instance, or the "
+            "data written in a period (enforced through the data keys that encrypted it: the "
+            "answer's `covered_from`/`covered_to` is the exact span refused), exactly as the "
+            "BYOK page does; everything else of the organization keeps working. Needs the "
+            "`keys:revoke` scope; `Idempotency-Key` as for the org-wide kill switch. A site or "
+            "app of another organization is a 404. Restoring stays in the browser."
+        ),
+    )
+    def post(self, request, org_id: int):
+        if connection_selectors.connection_of(self.org) is None:
+            raise exceptions.NotFound("This organization has no BYOK connection.")
+        body = s.ScopedRevokeInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 200:
+            raise exceptions.ValidationError({"Idempotency-Key": ["At most 200 characters."]})
+        data = body.validated_data
+        try:
+            answer = services.revoke_key_access_with_token(
+                token=request.auth,
+                reason=data["reason"],
+                source_ip=client_ip(request._request),
+                idempotency_key=key,
+                fingerprint=services.request_fingerprint(
+                    method="POST", path=request.path, body=dict(body.data)
+                ),
+                describe=lambda r: dict(s.ScopedRevocationSerializer(r).data),
+                scope=_scope_of(data),
+            )
+        except services.IdempotencyConflict as exc:
+            return problem_response(422, str(exc), request)
+        if answer.status != 201:
+            response = problem_response(answer.status, answer.body["detail"], request)
+        else:
+            response = Response(answer.body, status=status.HTTP_201_CREATED)
+        if answer.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
 @extend_schema(tags=["organizations"], responses={200: s.SiteSerializer(many=True), **ERRORS})
 class SiteList(OrgApiView):
-    """Sites and their app instances, with each instance's state."""
+    """Sites and their app instances, with each instance's state and any scoped revocation
+    that takes its key access away."""
 
     required_scope = SCOPE_READ
 
     def get(self, request, org_id: int):
         prefetch_related_objects([self.org], sites_with_apps())
-        return Response(s.SiteSerializer(self.org.sites.all(), many=True).data)
+        context = {"revoked_scopes": connection_selectors.revoked_scopes_of(self.org)}
+        return Response(s.SiteSerializer(self.org.sites.all(), many=True, context=context).data)
 
 
 class SetupRequestList(OrgApiView):

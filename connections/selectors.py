@@ -109,6 +109,21 @@ def scoped_revocations_of(org):
     )
 
 
+def revoked_scopes_of(org) -> dict[str, dict[int, int]]:
+    """The sites and app instances of the org whose key access is revoked on its own:
+    ``{"sites": {site id: revocation id}, "apps": {app instance id: revocation id}}``."""
+    rows = ScopedRevocation.objects.filter(
+        organization=org, state__in=BLOCKING_STATES, kind__in=(ScopeKind.SITE, ScopeKind.APP)
+    ).values_list("pk", "kind", "site_id", "app_instance_id")
+    revoked: dict[str, dict[int, int]] = {"sites": {}, "apps": {}}
+    for pk, kind, site_id, app_id in rows:
+        if kind == ScopeKind.SITE:
+            revoked["sites"][site_id] = pk
+        else:
+            revoked["apps"][app_id] = pk
+    return revoked
+
+
 def get_scoped_revocation(org, revocation_id: int) -> ScopedRevocation:
     """The org's scoped revocation (another org's: 404, like one that does not exist)."""
     return get_object_or_404(scoped_revocations_of(org), pk=revocation_id)

@@ -38,6 +38,18 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return dict(FAKE_AWS_ENV)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_webhook_org_cache() -> Iterator[None]:
+    """The per-process cache of orgs with a SIEM webhook starts empty in every test: database
+    ids are reused between tests, so a cache left by one test would send (or not send) another
+    test's events to a webhook by accident of order."""
+    from audit.webhooks import forget_webhook_orgs
+
+    forget_webhook_orgs()
+    yield
+    forget_webhook_orgs()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _fast_password_hashing() -> Iterator[None]:
     """MD5 hashing in tests: PBKDF2 costs ~0.3 s per login or user created."""

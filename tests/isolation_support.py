@@ -406,6 +406,8 @@ def _victim_queries(org_pk: int) -> list[tuple[str, str, tuple]]:
         rows = model._default_manager.filter(**{lookup: org_pk}).distinct().order_by("pk")
         if model is AuditEvent:
             rows = rows.exclude(event_name__in=SIGN_IN_EVENTS)
+        elif model is WebhookDelivery:  # the probe's own sign-in bookkeeping, sent to the SIEM
+            rows = rows.exclude(event__event_name__in=SIGN_IN_EVENTS)
         sql, params = rows.values_list(*fields).query.get_compiler(using=rows.db).as_sql()
         queries.append((model.__name__, sql, tuple(params)))
     return queries

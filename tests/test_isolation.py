@@ -212,6 +212,7 @@ RULES: dict[str, Rule] = {
             "org",
             "byok",
             "byok-revoke",
+            "byok-scoped-revocations",
             "sites",
             "setup-requests",
             "setup-request",

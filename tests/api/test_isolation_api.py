@@ -48,6 +48,12 @@ DEAD = ("expired", "revoked", "demoted", "now_staff")
 #: Bodies that would act were the request to reach the victim (an empty one is refused first).
 POST_BODIES = {
     "api:byok-revoke": {"reason": "isolation probe"},
+    "api:byok-scoped-revocations": {
+        "kind": "period",
+        "start": "2020-01-01T00:00:00Z",
+        "end": "2030-01-01T00:00:00Z",
+        "reason": "isolation probe",
+    },
     "api:setup-requests": {
         "aws_account_id": "121212121212",
         "site_name": "probe-site-zq",

@@ -223,6 +223,10 @@ def revoke_drill(ctx, revoke) -> dict:
         "revoke_all_processes_s": None if None in latencies else max(latencies),
         "revoke_web_s": web["latency_s"],
         "revoke_worker_s": workers["latency_s"],
+        "revoke_per_pid_s": {"web": web["per_pid"], "worker": workers["per_pid"]},
+        "revoke_last_read_s": max(
+            [*web["last_read_s"].values(), *workers["last_read_s"].values()], default=None
+        ),
         "revoke_processes": {"web": len(web_pids), "worker": len(worker_pids)},
         "revoke_never_refused_pids": web["never_refused"] + workers["never_refused"],
         "revoke_flickers": web["flickers"] + workers["flickers"],

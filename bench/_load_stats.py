@@ -116,6 +116,10 @@ def refusal_latency(
     return {
         "latency_s": None if never or not per_pid else max(per_pid.values()),
         "per_pid": per_pid,
+        # The last successful read of the org's data after ``since``, per process: a late
+        # refusal with an early last read is a process that got no probe for a while (busy);
+        # a late last read would be the kill switch failing.
+        "last_read_s": {pid: round(last_ok[pid] - since, 3) for pid in wanted if pid in last_ok},
         "never_refused": never,
         "flickers": flickers,
         "other_app_reads": other_app_reads,

@@ -35,6 +35,9 @@ from reencryption.job.common import (
 )
 from reencryption.models import ReencryptionJob, ReencryptionMode
 
+#: Rotate mode: the first batch of a run, before the records' size is known.
+FIRST_RECORD_BATCH = 200
+
 
 class RunnerBase:
     """One run of a job by the lease holder ``token``: what every phase uses."""
@@ -61,6 +64,8 @@ class RunnerBase:
         self._pool: ThreadPoolExecutor | None = None
         self._keys_checked_at = float("-inf")
         self._fresh: dict[int, bool] = {}
+        # Rotate mode: records read so far and their ciphertext bytes (the batch's byte bound).
+        self._records_read = self._record_bytes_read = 0
         self._ciphers: dict[int, DataKeyCipher] = {}
         # Rotate mode: old DEKs unwrapped by the job, data key id → (expires at, cipher).
         self._old_ciphers: OrderedDict[int, tuple[float, DataKeyCipher]] = OrderedDict()
@@ -152,6 +157,21 @@ class RunnerBase:
 
     def _org_records(self):
         return AppRecord.objects.filter(app_instance_id__in=self.app_ids)
+
+    def _record_batch_limit(self, job: ReencryptionJob) -> int:
+        """How many records the next rotate (or rotate-verify) batch reads: at most the job's
+        batch size, and about ``REENCRYPTION_ROTATE_BATCH_BYTES`` of ciphertext at the average
+        size of the records this run has read so far (``FIRST_RECORD_BATCH`` before any), so
+        an org of large attachments gets small batches and one of small issues large ones."""
+        if not self._records_read:
+            return min(job.batch_size, FIRST_RECORD_BATCH)
+        average = max(self._record_bytes_read / self._records_read, 1.0)
+        by_bytes = int(settings.REENCRYPTION_ROTATE_BATCH_BYTES / average)
+        return max(1, min(job.batch_size, by_bytes))
+
+    def _note_record_sizes(self, rows, *, blob_at: int) -> None:
+        self._records_read += len(rows)
+        self._record_bytes_read += sum(len(row[blob_at]) for row in rows)
 
     def _records_after(self, after: int, *, upto: int | None, limit: int, fields) -> list[tuple]:
         """The org's first ``limit`` records with ``after < id ≤ upto``, in id order, as

@@ -214,8 +214,12 @@ class RotatePhase(RunnerBase):
         started = time.monotonic()
         self._check_keys()
         rows = self._records_after(
-            job.last_id, upto=job.record_watermark, limit=job.batch_size, fields=ROW_FIELDS
+            job.last_id,
+            upto=job.record_watermark,
+            limit=self._record_batch_limit(job),
+            fields=ROW_FIELDS,
         )
+        self._note_record_sizes(rows, blob_at=ROW_FIELDS.index("ciphertext"))
         if not rows:
             self._enter_verify(job, note=f"{job.done} records re-encrypted under new data keys.")
             return True

@@ -171,8 +171,9 @@ class VerifyPhase(RewrapPhase, RotatePhase):
 
     def _verify_rotate(self, job: ReencryptionJob, started: float) -> bool:
         rows = self._records_after(
-            job.verify_last_id, upto=None, limit=job.batch_size, fields=ROW_FIELDS
+            job.verify_last_id, upto=None, limit=self._record_batch_limit(job), fields=ROW_FIELDS
         )
+        self._note_record_sizes(rows, blob_at=ROW_FIELDS.index("ciphertext"))
         if not rows:
             return self._enter_retire(job)
         stale = [row for row in rows if not self._is_fresh(row[2], job)]

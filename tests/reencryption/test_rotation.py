@@ -12,9 +12,12 @@ from connections.models import DataKey
 from dataplane import dek_cache
 from dataplane.models import AppRecord
 from dataplane.records import read_record, store_record, update_record
+from reencryption import job as reencryption_job
 from reencryption.job import base as job_base
 from reencryption.job import runner as job_runner
 from reencryption.job.lease import acquire, release
+from reencryption.job.rotate import ROW_FIELDS
+from reencryption.models import ReencryptionJob
 from tests.reencryption.support import J, all_readable, approved_job, new_data_key, step
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +143,37 @@ def test_every_kms_call_of_a_rotation_is_one_key_usage_event(
     # Each old data key was unwrapped once by the job, from one of its stored copies.
     old = DataKey.objects.exclude(destroyed_at=None).count()
     assert calls.count("Decrypt") >= old > 0
+
+
+def test_batches_are_cut_to_the_byte_budget_at_the_records_average_size(
+    byok, rep, new_keys, settings, django_capture_on_commit_callbacks
+):
+    """Large records (attachments) make small batches, small ones large batches: the memory a
+    batch holds stays near ``REENCRYPTION_ROTATE_BATCH_BYTES`` whatever the records' size."""
+    settings.REENCRYPTION_ROTATE_BATCH_BYTES = 3 * 1100  # about three 1 KiB records
+    records = {}
+    for i in range(10):
+        app = byok.apps[i % len(byok.apps)]
+        text = bytes([65 + i]) * 1024
+        records[store_record(app_instance=app, kind="attachment", plaintext=text).pk] = (app, text)
+    dek_cache.purge_all()
+    job = approved_job(byok, rep, django_capture_on_commit_callbacks, mode="rotate", batch_size=50)
+    token = acquire(job.pk)
+    runner = job_runner.Runner(job.pk, token)
+    try:
+        assert runner._record_batch_limit(job) == min(50, job_base.FIRST_RECORD_BATCH)
+        rows = runner._records_after(0, upto=None, limit=4, fields=ROW_FIELDS)
+        runner._note_record_sizes(rows, blob_at=ROW_FIELDS.index("ciphertext"))
+        assert runner._record_batch_limit(job) == 3  # 3,300 bytes at ~1,061 bytes a record
+        settings.REENCRYPTION_ROTATE_BATCH_BYTES = 16 << 20
+        assert runner._record_batch_limit(job) == 50  # never more than the job's batch size
+    finally:
+        runner.close()
+        release(job.pk, token)
+
+    settings.REENCRYPTION_ROTATE_BATCH_BYTES = 3 * 1100
+    reencryption_job.run_job(job_id=job.pk)
+    done = ReencryptionJob.objects.get(pk=job.pk)
+    assert done.state == J.COMPLETED, (done.state_reason, done.last_error)
+    assert done.done == done.verified == len(records)
+    assert all_readable(records)

@@ -16,7 +16,11 @@ SCOPE_SETUP_WRITE = "setup:write"
 SCOPE_CHOICES = [
     (SCOPE_READ, "read — the organization, its BYOK connection, sites, requests, integrations"),
     (SCOPE_AUDIT_READ, "audit:read — audit events and exports"),
-    (SCOPE_KEYS_REVOKE, "keys:revoke — pull the kill switch (revoke key access)"),
+    (
+        SCOPE_KEYS_REVOKE,
+        "keys:revoke — pull the kill switch (revoke key access of the organization, or of "
+        "one site, app or period of data)",
+    ),
     (SCOPE_SETUP_WRITE, "setup:write — submit setup requests"),
 ]
 SCOPES = tuple(code for code, _label in SCOPE_CHOICES)

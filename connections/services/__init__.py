@@ -32,7 +32,13 @@ from connections.services.expire import (
     send_restore_window_reminders,
     time_out_stuck_restores,
 )
-from connections.services.monitor import check_connection_health, run_health_monitor
+from connections.services.monitor import (
+    check_connection_health,
+    check_connection_health_logged,
+    enforce_monitor_deadlines,
+    monitored_connection_ids,
+    run_health_monitor,
+)
 from connections.services.restore import RestoreCheck, request_restore, verify_restore
 from connections.services.revoke import (
     request_read_checks,
@@ -77,6 +83,9 @@ __all__ = [
     "revoke_scope",
     "revoke_scope_after_customer_denial",
     "run_health_monitor",
+    "check_connection_health_logged",
+    "enforce_monitor_deadlines",
+    "monitored_connection_ids",
     "send_restore_window_reminders",
     "time_out_stuck_restores",
     "verify_restore",

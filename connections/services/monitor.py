@@ -173,19 +173,42 @@ def _record_transient_or_healthy(connection_id: int, transient: aws.AwsError | N
     return connection.state
 
 
-def run_health_monitor(*, now=None) -> dict[str, str]:
-    """Beat: check every monitored connection, then enforce every deadline."""
-    results = {}
-    for connection_id in ByokConnection.objects.filter(state__in=MONITORED_STATES).values_list(
-        "pk", flat=True
-    ):
-        try:
-            results[str(connection_id)] = check_connection_health(connection_id=connection_id)
-        except Exception:  # noqa: BLE001 — one broken connection must not stop the others
-            log.exception("Health check of connection %s failed", connection_id)
-            metrics.HEALTH_CHECKS.labels(outcome="error").inc()
-            results[str(connection_id)] = "error"
+def monitored_connection_ids() -> list[int]:
+    """The connections the monitor checks (active, degraded, revoked …)."""
+    return list(
+        ByokConnection.objects.filter(state__in=MONITORED_STATES)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def check_connection_health_logged(*, connection_id: int) -> str:
+    """:func:`check_connection_health`, with a failure logged and counted instead of raised:
+    one broken connection must not stop the others."""
+    try:
+        return check_connection_health(connection_id=connection_id)
+    except ByokConnection.DoesNotExist:
+        return "gone"  # deleted since the sweep listed it
+    except Exception:  # noqa: BLE001
+        log.exception("Health check of connection %s failed", connection_id)
+        metrics.HEALTH_CHECKS.labels(outcome="error").inc()
+        return "error"
+
+
+def enforce_monitor_deadlines(*, now=None) -> None:
+    """The sweep's second half: every deadline of the org's lifecycle and of scoped
+    revocations (stuck restores, the restore window's reminders, expiry)."""
     enforce_deadlines(now=now)
     enforce_scope_deadlines(now=now)
     metrics.HEALTH_MONITOR_LAST_RUN.set(time.time())
+
+
+def run_health_monitor(*, now=None) -> dict[str, str]:
+    """The whole sweep in this thread: check every monitored connection, then enforce every
+    deadline. (The beat's task spreads the checks over the workers instead.)"""
+    results = {
+        str(connection_id): check_connection_health_logged(connection_id=connection_id)
+        for connection_id in monitored_connection_ids()
+    }
+    enforce_monitor_deadlines(now=now)
     return results

@@ -218,6 +218,24 @@ def test_monitor_revokes_when_the_customer_disables_a_key(byok_org, customer_aws
     assert connection.customer_side["us-east-1"]["key_disabled"] is True
 
 
+def test_the_beat_task_checks_each_connection_in_its_own_task(byok_org, customer_aws):
+    """The beat's sweep queues one check per monitored connection (eager here: they run at
+    once) rather than holding one pool process for every org's KMS calls in a row."""
+    from connections.tasks import run_health_monitor
+
+    customer_aws.disable_key("us-east-1", byok_org["arns"]["us-east-1"])
+    assert run_health_monitor.delay().get() == {"checks_queued": 1}
+    connection = ByokConnection.objects.get(pk=byok_org["connection"].pk)
+    assert connection.state == S.REVOKED
+    assert connection.last_checked_at is not None
+
+
+def test_a_check_of_a_connection_deleted_meanwhile_is_a_no_op():
+    from connections.tasks import check_connection_health_task
+
+    assert check_connection_health_task.delay(987654).get() == "gone"
+
+
 def test_monitor_revokes_on_pending_deletion(byok_org, customer_aws):
     customer_aws.schedule_deletion("us-west-2", byok_org["arns"]["us-west-2"])
     assert revocation.check_connection_health(connection_id=byok_org["connection"].pk) == S.REVOKED

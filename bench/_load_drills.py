@@ -128,8 +128,12 @@ class Probes:
     refuses: web reads through the bench route (new connection each, so every gunicorn worker
     gets some), worker reads as small ``dataplane_batch`` tasks."""
 
-    def __init__(self, ctx, *, web_threads: int = 2, worker_rate: float = 25.0):
+    def __init__(self, ctx, *, web_threads: int = 2, worker_rate: float = 25.0, burst: int = 1):
         self.ctx = ctx
+        # Worker probes go out ``burst`` at a time (one per pool process): a lone task goes to
+        # whichever pool process is idle first, so a lightly loaded pool can leave one process
+        # without a probe for seconds, which reads as a late refusal though it read nothing.
+        self.burst = max(1, burst)
         self.stop = threading.Event()
         self.web: list[tuple[int, int, float, bool]] = []  # (pid, app, time, readable)
         self.errors = 0
@@ -168,9 +172,10 @@ class Probes:
     def _workers(self, rate: float) -> None:
         watch = [app for app, _ in self.targets]
         rng = random.Random()
-        while not self.stop.wait(1.0 / rate):
-            ops = [[app, rng.choice(records), "r"] for app, records in self.targets]
-            self.ctx.tasks.send("probe", BATCH_TASK, [ops, watch])
+        while not self.stop.wait(self.burst / rate):
+            for _ in range(self.burst):
+                ops = [[app, rng.choice(records), "r"] for app, records in self.targets]
+                self.ctx.tasks.send("probe", BATCH_TASK, [ops, watch])
 
     def worker_observations(self, since: float) -> list[tuple[int, int, float, bool]]:
         out = []
@@ -190,7 +195,7 @@ def revoke_drill(ctx, revoke) -> dict:
     and wait until every web and worker process refuses the org's reads."""
     web_pids = children_of(ctx.web_pid)
     worker_pids = [pid for main in ctx.worker_pids for pid in children_of(main)]
-    probes = Probes(ctx)
+    probes = Probes(ctx, burst=len(worker_pids))
     warm_from = time.time()
     probes.start()
     try:

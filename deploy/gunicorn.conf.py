@@ -77,3 +77,16 @@ def when_ready(server):
     from byokportal.warmup import warm_up
 
     warm_up()
+
+
+def post_worker_init(worker):
+    """In each new worker, before it accepts a request: its own database connection (a
+    connection cannot be shared across the fork), so a worker that a HUP starts does not make
+    its first caller wait for the connect. Kept by ``CONN_MAX_AGE``; a failure here is left
+    to the first request to report."""
+    from django.db import DatabaseError, connection
+
+    try:
+        connection.ensure_connection()
+    except DatabaseError:
+        pass

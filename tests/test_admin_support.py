@@ -210,7 +210,7 @@ def test_run_health_check_is_audited_with_the_staff_member(
 ):
     checked = []
     monkeypatch.setattr(
-        "connections.services.check_connection_health",
+        "connections.services.check_connection_health_logged",
         lambda *, connection_id: checked.append(connection_id) or "active",
     )
     with django_capture_on_commit_callbacks(execute=True):
@@ -227,7 +227,7 @@ def test_run_health_check_is_audited_with_the_staff_member(
 
 def test_account_reps_cannot_run_health_checks_or_resend_notices(client, world, monkeypatch):
     monkeypatch.setattr(
-        "connections.services.check_connection_health",
+        "connections.services.check_connection_health_logged",
         lambda **kw: pytest.fail("a rep ran a health check"),
     )
     login_staff(client, staff_user(ACCOUNT_REPS))

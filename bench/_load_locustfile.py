@@ -103,7 +103,7 @@ class OrgAdmin(_Person):
     @task(1)
     def export(self):
         day = (datetime.now(UTC) - timedelta(days=random.randrange(1, 20))).date()
-        query = f"start={day}T00:00&end={day}T23:59&format=csv"
+        query = f"from={day}T00:00&to={day}T23:59&format=csv"
         self.page(f"/orgs/{self.org}/audit/?{query}", "audit_csv")
 
 
@@ -120,7 +120,7 @@ def _audit_filter() -> str:
     if choice == 4:
         return "event_source=kms.amazonaws.com"
     day = (datetime.now(UTC) - timedelta(days=random.randrange(0, 25))).date()
-    return f"start={day}T00:00&end={day}T23:59"
+    return f"from={day}T00:00&to={day}T23:59"
 
 
 class Rep(_Person):

@@ -177,6 +177,7 @@ def revoke_key_access_with_token(
     fingerprint: str = "",
     describe,
     scope: Scope | None = None,
+    success_status: int = 200,
 ) -> ApiAnswer:
     """The kill switch pulled with ``token`` (scope ``keys:revoke``, checked by the caller):
     the whole organization, or only ``scope`` (one site, app instance or period of data).
@@ -198,6 +199,7 @@ def revoke_key_access_with_token(
             fingerprint=fingerprint,
             describe=describe,
             scope=scope,
+            success_status=success_status,
         )
     except IntegrityError:
         # A concurrent request with the same key committed first: answer what it answered.
@@ -234,7 +236,7 @@ def _scope_parameters(scope: Scope | None) -> dict | None:
 
 @transaction.atomic
 def _revoke_and_store(
-    *, token, reason, source_ip, idempotency_key, fingerprint, describe, scope
+    *, token, reason, source_ip, idempotency_key, fingerprint, describe, scope, success_status
 ) -> ApiAnswer:
     org, actor = token.organization, token.created_by
     if idempotency_key:
@@ -265,7 +267,7 @@ def _revoke_and_store(
         error, error_code = str(exc), "NotFound"
         answer = _problem(404, "not-found", "Not found", error)
     else:
-        answer = ApiAnswer(200 if scope is None else 201, describe(result))
+        answer = ApiAnswer(success_status, describe(result))
     record_event(
         org=org,
         event_name="UseApiToken",

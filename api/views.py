@@ -51,6 +51,63 @@ class ConnectionDetail(OrgApiView):
         return Response(s.ConnectionSerializer(connection).data)
 
 
+class _KillSwitchView(OrgApiView):
+    """The kill switch's POST, org-wide or for one scope: the same audit of a refused token,
+    checks, idempotency and answer. Subclasses say how to read the body and describe the
+    result."""
+
+    operation = "RevokeKeyAccess"
+    input_serializer = s.RevokeInput
+    result_serializer = s.ConnectionSerializer
+    success_status = status.HTTP_200_OK
+
+    def scope_of(self, data: dict) -> Scope | None:
+        return None  # the whole organization
+
+    def check_permissions(self, request):
+        try:
+            super().check_permissions(request)
+        except exceptions.PermissionDenied:
+            if request.method == "POST":  # the org's token without keys:revoke: audited
+                services.record_refused_kill_switch(
+                    token=request.auth,
+                    source_ip=client_ip(request._request),
+                    operation=self.operation,
+                )
+            raise
+
+    def post(self, request, org_id: int):
+        if connection_selectors.connection_of(self.org) is None:
+            raise exceptions.NotFound("This organization has no BYOK connection.")
+        body = self.input_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 200:
+            raise exceptions.ValidationError({"Idempotency-Key": ["At most 200 characters."]})
+        try:
+            answer = services.revoke_key_access_with_token(
+                token=request.auth,
+                reason=body.validated_data["reason"],
+                source_ip=client_ip(request._request),
+                idempotency_key=key,
+                fingerprint=services.request_fingerprint(
+                    method="POST", path=request.path, body=dict(body.data)
+                ),
+                describe=lambda result: dict(self.result_serializer(result).data),
+                scope=self.scope_of(body.validated_data),
+                success_status=self.success_status,
+            )
+        except services.IdempotencyConflict as exc:
+            return problem_response(422, str(exc), request)
+        if answer.status != self.success_status:
+            response = problem_response(answer.status, answer.body["detail"], request)
+        else:
+            response = Response(answer.body, status=answer.status)
+        if answer.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
 @extend_schema(
     tags=["byok"],
     request=s.RevokeInput,
@@ -74,73 +131,26 @@ class ConnectionDetail(OrgApiView):
         "never re-open it."
     ),
 )
-class RevokeKeyAccess(OrgApiView):
+class RevokeKeyAccess(_KillSwitchView):
     required_scope = SCOPE_KEYS_REVOKE
 
-    def check_permissions(self, request):
-        try:
-            super().check_permissions(request)
-        except exceptions.PermissionDenied:
-            # The token is the org's (else 404) but lacks the scope: audit the attempt.
-            services.record_refused_kill_switch(
-                token=request.auth, source_ip=client_ip(request._request)
-            )
-            raise
 
-    def post(self, request, org_id: int):
-        if connection_selectors.connection_of(self.org) is None:
-            raise exceptions.NotFound("This organization has no BYOK connection.")
-        body = s.RevokeInput(data=request.data)
-        body.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 200:
-            raise exceptions.ValidationError({"Idempotency-Key": ["At most 200 characters."]})
-        try:
-            answer = services.revoke_key_access_with_token(
-                token=request.auth,
-                reason=body.validated_data["reason"],
-                source_ip=client_ip(request._request),
-                idempotency_key=key,
-                fingerprint=services.request_fingerprint(
-                    method="POST", path=request.path, body=dict(body.validated_data)
-                ),
-                describe=lambda c: dict(s.ConnectionSerializer(c).data),
-            )
-        except services.IdempotencyConflict as exc:
-            return problem_response(422, str(exc), request)
-        if answer.status != 200:
-            response = problem_response(answer.status, answer.body["detail"], request)
-        else:
-            response = Response(answer.body)
-        if answer.replayed:
-            response["Idempotent-Replayed"] = "true"
-        return response
-
-
-def _scope_of(data: dict) -> Scope:
-    if data["kind"] == "site":
-        return Scope.site(data["site_id"])
-    if data["kind"] == "app":
-        return Scope.app(data["app_id"])
-    return Scope.period(data["start"], data["end"])
-
-
-class ScopedRevocationList(OrgApiView):
+class ScopedRevocationList(_KillSwitchView):
     """Scoped revocations: one site, app instance or period of data at a time."""
 
     required_scope = {"POST": SCOPE_KEYS_REVOKE, "*": SCOPE_READ}
 
-    def check_permissions(self, request):
-        try:
-            super().check_permissions(request)
-        except exceptions.PermissionDenied:
-            if request.method == "POST":  # the org's token without keys:revoke: audited
-                services.record_refused_kill_switch(
-                    token=request.auth,
-                    source_ip=client_ip(request._request),
-                    operation="RevokeScopedKeyAccess",
-                )
-            raise
+    operation = "RevokeScopedKeyAccess"
+    input_serializer = s.ScopedRevokeInput
+    result_serializer = s.ScopedRevocationSerializer
+    success_status = status.HTTP_201_CREATED
+
+    def scope_of(self, data: dict) -> Scope:
+        if data["kind"] == "site":
+            return Scope.site(data["site_id"])
+        if data["kind"] == "app":
+            return Scope.app(data["app_id"])
+        return Scope.period(data["start"], data["end"])
 
     @extend_schema(
         tags=["byok"], responses={200: s.ScopedRevocationSerializer(many=True), **ERRORS}
@@ -175,35 +185,7 @@ class ScopedRevocationList(OrgApiView):
         ),
     )
     def post(self, request, org_id: int):
-        if connection_selectors.connection_of(self.org) is None:
-            raise exceptions.NotFound("This organization has no BYOK connection.")
-        body = s.ScopedRevokeInput(data=request.data)
-        body.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 200:
-            raise exceptions.ValidationError({"Idempotency-Key": ["At most 200 characters."]})
-        data = body.validated_data
-        try:
-            answer = services.revoke_key_access_with_token(
-                token=request.auth,
-                reason=data["reason"],
-                source_ip=client_ip(request._request),
-                idempotency_key=key,
-                fingerprint=services.request_fingerprint(
-                    method="POST", path=request.path, body=dict(body.data)
-                ),
-                describe=lambda r: dict(s.ScopedRevocationSerializer(r).data),
-                scope=_scope_of(data),
-            )
-        except services.IdempotencyConflict as exc:
-            return problem_response(422, str(exc), request)
-        if answer.status != 201:
-            response = problem_response(answer.status, answer.body["detail"], request)
-        else:
-            response = Response(answer.body, status=status.HTTP_201_CREATED)
-        if answer.replayed:
-            response["Idempotent-Replayed"] = "true"
-        return response
+        return super().post(request, org_id)
 
 
 @extend_schema(tags=["organizations"], responses={200: s.SiteSerializer(many=True), **ERRORS})

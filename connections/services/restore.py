@@ -99,34 +99,33 @@ def _restore_checks(connection: ByokConnection) -> list[RestoreCheck]:
                 )
                 continue
             checks.append(RestoreCheck("Key enabled", region, True, "Enabled."))
-            plaintext, blob, _ = session.generate_data_key(region, key.key_arn, context)
-            ok = session.decrypt(region, key.key_arn, blob, context) == plaintext
-            del plaintext
-            checks.append(
-                RestoreCheck(
-                    "Encrypt and decrypt",
-                    region,
-                    ok,
-                    "Round trip succeeded." if ok else "Mismatch.",
-                )
-            )
+            checks.append(round_trip_check(session, key, context, "Encrypt and decrypt"))
             wrappings = DataKeyWrapping.objects.filter(
                 regional_key=key, retired_at=None, data_key__destroyed_at=None
-            ).select_related("data_key")
-            unwrapped = 0
-            for wrapping in wrappings.iterator():
-                session.decrypt(
-                    region, key.key_arn, bytes(wrapping.blob), wrapping.data_key.encryption_context
-                )
-                unwrapped += 1
-            checks.append(
-                RestoreCheck(
-                    "Existing data keys unwrap", region, True, f"{unwrapped} data keys unwrap."
-                )
             )
+            checks.append(unwrap_check(session, key, wrappings, "Existing data keys unwrap"))
         except aws.AwsError as exc:
             checks.append(RestoreCheck("Key usable", region, False, _explain(exc)))
     return checks
+
+
+def round_trip_check(session, key: RegionalKey, context: dict, name: str) -> RestoreCheck:
+    """A fresh data key generated and decrypted again under ``key`` with ``context``."""
+    plaintext, blob, _ = session.generate_data_key(key.region, key.key_arn, context)
+    ok = session.decrypt(key.region, key.key_arn, blob, context) == plaintext
+    del plaintext
+    return RestoreCheck(name, key.region, ok, "Round trip succeeded." if ok else "Mismatch.")
+
+
+def unwrap_check(session, key: RegionalKey, wrappings, name: str) -> RestoreCheck:
+    """Every stored copy in ``wrappings`` (of ``key``) decrypts: the data stays readable."""
+    unwrapped = 0
+    for wrapping in wrappings.select_related("data_key").iterator():
+        session.decrypt(
+            key.region, key.key_arn, bytes(wrapping.blob), wrapping.data_key.encryption_context
+        )
+        unwrapped += 1
+    return RestoreCheck(name, key.region, True, f"{unwrapped} data keys unwrap.")
 
 
 def _explain(exc: aws.AwsError) -> str:

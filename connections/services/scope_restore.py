@@ -39,7 +39,12 @@ from connections.scope_lifecycle import (
     transition,
 )
 from connections.services._common import SYSTEM_IDENTITY, _keys_in_use, _lock
-from connections.services.restore import RestoreCheck, _explain
+from connections.services.restore import (
+    RestoreCheck,
+    _explain,
+    round_trip_check,
+    unwrap_check,
+)
 from core.errors import NotFound
 from core.tasks import enqueue_on_commit
 from orgs.models import AppInstance
@@ -145,32 +150,14 @@ def _scope_checks(connection: ByokConnection, revocation: ScopedRevocation) -> l
                 )
                 continue
             for context in contexts:
-                plaintext, blob, _ = session.generate_data_key(region, key.key_arn, context)
-                ok = session.decrypt(region, key.key_arn, blob, context) == plaintext
-                del plaintext
                 where = f" ({context['site']} / {context['app']})" if "app" in context else ""
                 checks.append(
-                    RestoreCheck(
-                        "Encrypt and decrypt" + where,
-                        region,
-                        ok,
-                        "Round trip succeeded." if ok else "Mismatch.",
-                    )
+                    round_trip_check(session, key, context, "Encrypt and decrypt" + where)
                 )
             wrappings = DataKeyWrapping.objects.filter(
                 regional_key=key, retired_at=None, data_key_id__in=deks
-            ).select_related("data_key")
-            unwrapped = 0
-            for wrapping in wrappings.iterator():
-                session.decrypt(
-                    region, key.key_arn, bytes(wrapping.blob), wrapping.data_key.encryption_context
-                )
-                unwrapped += 1
-            checks.append(
-                RestoreCheck(
-                    "The scope's data keys unwrap", region, True, f"{unwrapped} data keys unwrap."
-                )
             )
+            checks.append(unwrap_check(session, key, wrappings, "The scope's data keys unwrap"))
         except aws.AwsError as exc:
             checks.append(RestoreCheck("Key usable", region, False, _explain(exc)))
     return checks
